@@ -1,0 +1,645 @@
+"""Numba-compiled CPU core: expected rates, NLL, analytic gradient and Hessian, bounded Newton fit.
+
+All kernels take the flat model arrays built once by :class:`nextstat.model.Model` (a tuple ``A``
+of the rate arrays and a tuple ``AUX`` of the constraint arrays), never Python objects, so they
+compile once per process type signature and are cached on disk (``cache=True``).
+
+Layout of ``A`` (``blk`` = a (channel, sample) block, ``flat`` = per-block-bin storage)::
+
+    blk_b0, blk_nb, blk_off     first global bin, bin count, flat offset of each block
+    nom                         nominal yields, flat
+    sc_ptr, sc_par, sc_kind,    scalar multiplicative terms per block (CSR): normfactor/lumi
+    sc_hi, sc_lo, sc_coef       (linear), normsys code1/code4 with factors hi, lo and code4 poly
+    hs_ptr, hs_par, hs_code,    additive histosys terms per block (CSR), deltas up = hi - nom,
+    hs_doff, hs_up, hs_dn       dn = nom - lo stored flat from hs_doff
+    pb_ptr, pb_par              per-bin multiplicative terms (staterror, shapesys, shapefactor)
+                                indexed by flat bin (CSR)
+    n_bins
+
+The likelihood is pyhf's (arXiv:1007.1727 eq. 5; pyhf ``Model.logpdf``): Poisson terms with
+``xlogy(n, nu) - nu - lgamma(n + 1)`` for the main bins, Gaussian constraints
+``N(a | theta, sigma)`` and Poisson constraints ``Pois(a | tau * gamma)`` for the auxiliary data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+# scipy.special.gammaln, bound into compiled code by symbol name (so kernels stay cacheable):
+# the function pyhf uses, so that terms such as gammaln(1.9e11) in shapesys constraints of
+# published workspaces (about 5e12, where one ulp is 1e-3) round exactly as in pyhf.
+llvm.add_symbol("nextstat_scipy_gammaln",
+                get_cython_function_address("scipy.special.cython_special", "gammaln"))
+_gammaln = types.ExternalFunction("nextstat_scipy_gammaln", types.float64(types.float64))
+
+SC_LINEAR, SC_CODE1, SC_CODE4 = 0, 1, 2
+HS_CODE0, HS_CODE2, HS_CODE4P = 0, 2, 4
+AUX_GAUSS, AUX_POISSON = 0, 1
+
+MODE_RATES, MODE_JAC, MODE_HESS2, MODE_BLOCKS = 0, 1, 2, 3
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+FIT_CONVERGED, FIT_MAXITER, FIT_LINESEARCH, FIT_NONFINITE = 0, 1, 2, 3
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_JIT)
+def scalar_factor(kind, x, hi, lo, coef):
+    """Factor f(x) and its first two derivatives for a scalar multiplicative term.
+
+    code1 (pyhf interpolators/code1.py): hi^x for x > 0, lo^-x otherwise.
+    code4 (pyhf interpolators/code4.py, alpha0 = 1): exponential for |x| >= 1, else the
+    6th-order polynomial 1 + sum_i a_i x^i.
+    """
+    if kind == SC_LINEAR:
+        return x, 1.0, 0.0
+    if kind == SC_CODE1:
+        if x > 0.0:
+            lh = math.log(hi)
+            f = math.exp(lh * x)
+            return f, lh * f, lh * lh * f
+        ll = math.log(lo)
+        f = math.exp(-ll * x)
+        return f, -ll * f, ll * ll * f
+    if x >= 1.0:
+        lh = math.log(hi)
+        f = math.exp(lh * x)
+        return f, lh * f, lh * lh * f
+    if x <= -1.0:
+        ll = math.log(lo)
+        f = math.exp(-ll * x)
+        return f, -ll * f, ll * ll * f
+    f = 1.0
+    f1 = 0.0
+    f2 = 0.0
+    xp = 1.0  # x^(i-1)
+    xpp = 0.0  # x^(i-2)
+    for i in range(6):
+        n = i + 1
+        a = coef[i]
+        f1 += n * a * xp
+        if n >= 2:
+            f2 += n * (n - 1) * a * xpp
+        xpp = xp
+        xp = xp * x
+        f += a * xp
+    return f, f1, f2
+
+
+@njit(**_JIT)
+def histo_delta(code, x, up, dn):
+    """Additive histosys delta and its first two derivatives in x.
+
+    code0: piecewise linear. code2: pyhf 0.7.6's quadratic (note its extrapolation is
+    (x - 1)(b + 2a) for x > 1 and x (b - 2a) for x < -1, as in pyhf interpolators/code2.py).
+    code4p: 6th-order polynomial inside |x| <= 1, linear outside (pyhf interpolators/code4p.py).
+    """
+    if code == HS_CODE0:
+        if x > 0.0:
+            return x * up, up, 0.0
+        return x * dn, dn, 0.0
+    if code == HS_CODE2:
+        a = 0.5 * (up - dn)
+        b = 0.5 * (up + dn)
+        if x > 1.0:
+            return (x - 1.0) * (b + 2.0 * a), b + 2.0 * a, 0.0
+        if x >= -1.0:
+            return a * x * x + b * x, 2.0 * a * x + b, 2.0 * a
+        return x * (b - 2.0 * a), b - 2.0 * a, 0.0
+    if x > 1.0:
+        return x * up, up, 0.0
+    if x < -1.0:
+        return x * dn, dn, 0.0
+    s = 0.5 * (up + dn)
+    aa = 0.0625 * (up - dn)
+    x2 = x * x
+    d = x * s + aa * x2 * (15.0 + x2 * (-10.0 + 3.0 * x2))
+    d1 = s + aa * x * (30.0 + x2 * (-40.0 + 18.0 * x2))
+    d2 = aa * (30.0 + x2 * (-120.0 + 90.0 * x2))
+    return d, d1, d2
+
+
+@njit(**_JIT)
+def _excl1(pnz, nz, f):
+    """Product of all factors but one (value f), from the product of non-zero factors ``pnz``
+    and the count of zero factors ``nz``; exact when factors vanish (e.g. mu = 0)."""
+    if f == 0.0:
+        return pnz if nz == 1 else 0.0
+    return pnz / f if nz == 0 else 0.0
+
+
+@njit(**_JIT)
+def _excl2(pnz, nz, fa, fb):
+    """Product of all factors but two (values fa, fb); see :func:`_excl1`."""
+    rest = nz - (1 if fa == 0.0 else 0) - (1 if fb == 0.0 else 0)
+    if rest > 0:
+        return 0.0
+    den = (1.0 if fa == 0.0 else fa) * (1.0 if fb == 0.0 else fb)
+    return pnz / den
+
+
+@njit(**_JIT)
+def _sym_add(H, a, b, v):
+    H[a, b] += v
+    H[b, a] += v
+
+
+@njit(**_JIT)
+def model_pass(theta, r, A, mode, out, J, H):
+    """One pass over all blocks.
+
+    mode MODE_RATES: out[b] += nu_b; MODE_JAC: also J[b, p] += d nu_b / d theta_p;
+    MODE_HESS2: H += sum_b r_b d^2 nu_b / d theta d theta^T; MODE_BLOCKS: out[flat] = nu per block.
+    """
+    (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef,
+     hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn, pb_ptr, pb_par, n_bins) = A
+    nblk = blk_b0.shape[0]
+    maxnb = 1
+    maxk = 1
+    for i in range(nblk):
+        maxnb = max(maxnb, blk_nb[i])
+        maxk = max(maxk, sc_ptr[i + 1] - sc_ptr[i])
+    base = np.empty(maxnb)
+    G = np.empty(maxnb)
+    Gp = np.empty(maxnb)
+    Gz = np.empty(maxnb, dtype=np.int64)
+    f0 = np.empty(maxk)
+    f1 = np.empty(maxk)
+    f2 = np.empty(maxk)
+    fx = np.empty(maxk)  # product of the other scalar factors times f1
+
+    for blk in range(nblk):
+        b0 = blk_b0[blk]
+        nb = blk_nb[blk]
+        off = blk_off[blk]
+        k0 = sc_ptr[blk]
+        nk = sc_ptr[blk + 1] - k0
+        nz = 0
+        pnz = 1.0
+        for k in range(nk):
+            t = k0 + k
+            a, b, c = scalar_factor(sc_kind[t], theta[sc_par[t]], sc_hi[t], sc_lo[t], sc_coef[t])
+            f0[k] = a
+            f1[k] = b
+            f2[k] = c
+            if a == 0.0:
+                nz += 1
+            else:
+                pnz *= a
+        F = pnz if nz == 0 else 0.0
+        for k in range(nk):
+            fx[k] = _excl1(pnz, nz, f0[k]) * f1[k]
+        h0 = hs_ptr[blk]
+        h1 = hs_ptr[blk + 1]
+        for j in range(nb):
+            bj = nom[off + j]
+            for h in range(h0, h1):
+                d, _, _ = histo_delta(hs_code[h], theta[hs_par[h]], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
+                bj += d
+            base[j] = bj
+            gz = 0
+            gp = 1.0
+            for q in range(pb_ptr[off + j], pb_ptr[off + j + 1]):
+                v = theta[pb_par[q]]
+                if v == 0.0:
+                    gz += 1
+                else:
+                    gp *= v
+            Gz[j] = gz
+            Gp[j] = gp
+            G[j] = gp if gz == 0 else 0.0
+
+        if mode == MODE_BLOCKS:
+            for j in range(nb):
+                out[off + j] = base[j] * F * G[j]
+            continue
+        if mode == MODE_RATES or mode == MODE_JAC:
+            for j in range(nb):
+                out[b0 + j] += base[j] * F * G[j]
+        if mode == MODE_JAC:
+            for k in range(nk):
+                if fx[k] != 0.0:
+                    p = sc_par[k0 + k]
+                    for j in range(nb):
+                        J[b0 + j, p] += base[j] * G[j] * fx[k]
+            for h in range(h0, h1):
+                p = hs_par[h]
+                for j in range(nb):
+                    _, d1, _ = histo_delta(hs_code[h], theta[p], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
+                    J[b0 + j, p] += d1 * F * G[j]
+            for j in range(nb):
+                for q in range(pb_ptr[off + j], pb_ptr[off + j + 1]):
+                    p = pb_par[q]
+                    J[b0 + j, p] += base[j] * F * _excl1(Gp[j], Gz[j], theta[p])
+        if mode == MODE_HESS2:
+            R1 = 0.0
+            for j in range(nb):
+                R1 += r[b0 + j] * base[j] * G[j]
+            # scalar x scalar
+            for k in range(nk):
+                pk = sc_par[k0 + k]
+                if f2[k] != 0.0:
+                    H[pk, pk] += R1 * _excl1(pnz, nz, f0[k]) * f2[k]
+                for l in range(k + 1, nk):
+                    v = R1 * _excl2(pnz, nz, f0[k], f0[l]) * f1[k] * f1[l]
+                    if v != 0.0:
+                        _sym_add(H, pk, sc_par[k0 + l], v)
+            # histosys x (histosys itself, scalar)
+            for h in range(h0, h1):
+                ph = hs_par[h]
+                S1 = 0.0
+                S2 = 0.0
+                for j in range(nb):
+                    _, d1, d2 = histo_delta(hs_code[h], theta[ph], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
+                    S1 += r[b0 + j] * d1 * G[j]
+                    S2 += r[b0 + j] * d2 * G[j]
+                H[ph, ph] += S2 * F
+                for k in range(nk):
+                    if fx[k] != 0.0:
+                        _sym_add(H, ph, sc_par[k0 + k], S1 * fx[k])
+            # per-bin x (scalar, histosys, per-bin)
+            for j in range(nb):
+                rj = r[b0 + j]
+                if rj == 0.0:
+                    continue
+                q0 = pb_ptr[off + j]
+                q1 = pb_ptr[off + j + 1]
+                for q in range(q0, q1):
+                    pq = pb_par[q]
+                    Gq = _excl1(Gp[j], Gz[j], theta[pq])
+                    for k in range(nk):
+                        if fx[k] != 0.0:
+                            _sym_add(H, pq, sc_par[k0 + k], rj * base[j] * Gq * fx[k])
+                    for h in range(h0, h1):
+                        ph = hs_par[h]
+                        _, d1, _ = histo_delta(hs_code[h], theta[ph], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
+                        _sym_add(H, pq, ph, rj * d1 * F * Gq)
+                    for q2 in range(q + 1, q1):
+                        pq2 = pb_par[q2]
+                        v = rj * base[j] * F * _excl2(Gp[j], Gz[j], theta[pq], theta[pq2])
+                        _sym_add(H, pq, pq2, v)
+
+
+@njit(**_JIT)
+def expected_main(theta, A):
+    """Expected main-bin rates, shape (n_bins,)."""
+    nu = np.zeros(A[18])
+    model_pass(theta, nu, A, MODE_RATES, nu, np.empty((0, 0)), np.empty((0, 0)))
+    return nu
+
+
+@njit(**_JIT)
+def expected_blocks(theta, A):
+    """Expected yields of every (channel, sample) block, flat (aligned with ``A.nom``)."""
+    out = np.zeros(A[3].shape[0])
+    model_pass(theta, out, A, MODE_BLOCKS, out, np.empty((0, 0)), np.empty((0, 0)))
+    return out
+
+
+@njit(**_JIT)
+def _poisson_nll(nu, n):
+    """-sum_b [xlogy(n_b, nu_b) - nu_b - gammaln(n_b + 1)]; +inf where nu_b <= 0 < n_b.
+
+    Evaluated in pyhf's order of operations (``poisson_logpdf``)."""
+    s = 0.0
+    for b in range(nu.shape[0]):
+        if n[b] == 0.0:
+            s += nu[b]
+        elif nu[b] <= 0.0:
+            return np.inf
+        else:
+            s -= n[b] * math.log(nu[b]) - nu[b] - _gammaln(n[b] + 1.0)
+    return s
+
+
+@njit(**_JIT)
+def constraint_nll(theta, aux, AUX, g, dcon, want):
+    """Constraint part of the NLL. ``want`` >= 1 adds its gradient to g, ``want`` == 2 also its
+    curvature (the Hessian is diagonal) to dcon (P,)."""
+    par, kind, sigma, tau = AUX
+    s = 0.0
+    for i in range(par.shape[0]):
+        p = par[i]
+        x = theta[p]
+        a = aux[i]
+        if kind[i] == AUX_GAUSS:
+            z = (x - a) / sigma[i]
+            # pyhf's normal_logpdf: -log(sigma sqrt(2 pi)) - ((x - mu) / (sqrt(2) sigma))^2
+            y = (a - x) / (_SQRT2 * sigma[i])
+            s -= -math.log(sigma[i] * _SQRT2PI) - y * y
+            if want >= 1:
+                g[p] += z / sigma[i]
+            if want == 2:
+                dcon[p] += 1.0 / (sigma[i] * sigma[i])
+        else:
+            rate = x * tau[i]
+            if a == 0.0:
+                s += rate
+                if want >= 1:
+                    g[p] += tau[i]
+            elif rate <= 0.0:
+                return np.inf
+            else:
+                s -= a * math.log(rate) - rate - _gammaln(a + 1.0)
+                if want >= 1:
+                    g[p] += tau[i] - a / x
+                if want == 2:
+                    dcon[p] += a / (x * x)
+    return s
+
+
+@njit(**_JIT)
+def nll(theta, data, A, AUX):
+    """Negative log-likelihood (scalar) for data = main + auxiliary."""
+    nb = A[18]
+    nu = expected_main(theta, A)
+    s = _poisson_nll(nu, data[:nb])
+    if not np.isfinite(s):
+        return np.inf
+    return s + constraint_nll(theta, data[nb:], AUX, np.empty(0), np.empty(0), 0)
+
+
+@njit(**_JIT)
+def _rates_jac(theta, A):
+    nb = A[18]
+    P = theta.shape[0]
+    nu = np.zeros(nb)
+    J = np.zeros((nb, P))
+    model_pass(theta, nu, A, MODE_JAC, nu, J, np.empty((0, 0)))
+    return nu, J
+
+
+@njit(**_JIT)
+def nll_grad(theta, data, A, AUX):
+    """(nll, gradient) with the analytic Jacobian of the expected rates."""
+    nb = A[18]
+    P = theta.shape[0]
+    nu, J = _rates_jac(theta, A)
+    n = data[:nb]
+    f = _poisson_nll(nu, n)
+    g = np.zeros(P)
+    if not np.isfinite(f):
+        return np.inf, g
+    r = 1.0 - n / nu
+    g += J.T @ r
+    f += constraint_nll(theta, data[nb:], AUX, g, np.zeros(0), 1)
+    return f, g
+
+
+@njit(**_JIT)
+def nll_grad_hess(theta, data, A, AUX, exact):
+    """(nll, gradient, Hessian). ``exact=False`` gives the Gauss-Newton matrix
+    J^T diag(n / nu^2) J (plus the exact constraint Hessian), which is positive semi-definite;
+    ``exact=True`` adds sum_b (1 - n_b / nu_b) d^2 nu_b, the exact Hessian."""
+    nb = A[18]
+    P = theta.shape[0]
+    nu, J = _rates_jac(theta, A)
+    n = data[:nb]
+    f = _poisson_nll(nu, n)
+    g = np.zeros(P)
+    H = np.zeros((P, P))
+    if not np.isfinite(f):
+        return np.inf, g, H
+    r = 1.0 - n / nu
+    g += J.T @ r
+    w = n / (nu * nu)
+    Jw = J * np.sqrt(w).reshape(-1, 1)
+    H += Jw.T @ Jw
+    if exact:
+        model_pass(theta, r, A, MODE_HESS2, nu, J, H)
+    dcon = np.zeros(P)
+    f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
+    for i in range(P):
+        H[i, i] += dcon[i]
+    return f, g, H
+
+
+@njit(**_JIT)
+def _chol(M):
+    """LAPACK Cholesky factor of a symmetric matrix; (ok, L)."""
+    if M.shape[0] == 0:
+        return True, M.copy()
+    try:
+        L = np.linalg.cholesky(M)
+    except Exception:  # noqa: BLE001 - numba raises a generic LinAlgError
+        return False, M
+    return True, L
+
+
+@njit(**_JIT)
+def _chol_solve(L, rhs):
+    """Solve L L^T X = rhs for a 2-D rhs (columns solved independently)."""
+    n = L.shape[0]
+    X = rhs.copy()
+    X2 = X
+    for c in range(X2.shape[1]):
+        for i in range(n):
+            t = X2[i, c]
+            for k in range(i):
+                t -= L[i, k] * X2[k, c]
+            X2[i, c] = t / L[i, i]
+        for i in range(n - 1, -1, -1):
+            t = X2[i, c]
+            for k in range(i + 1, n):
+                t -= L[k, i] * X2[k, c]
+            X2[i, c] = t / L[i, i]
+    return X
+
+
+@njit(**_JIT)
+def _gn_solve(U, D, rhs, ridge):
+    """Solve (diag(D) + U^T U + ridge I) x = rhs in bin space (Woodbury identity).
+
+    U: (B, m) = sqrt(w) J restricted to the active parameters; D: (m,) >= 0 constraint curvature.
+    Parameters with D = 0 (unconstrained) are eliminated through their Schur complement, so the
+    cost is O(B^2 m + B^3 + u^3) for u unconstrained parameters instead of O(m^3).
+    Returns (ok, x).
+    """
+    B, m = U.shape
+    Dr = D + ridge
+    c = np.flatnonzero(Dr > 0.0)
+    u = np.flatnonzero(Dr <= 0.0)
+    nc = c.shape[0]
+    nu = u.shape[0]
+    Uc = np.ascontiguousarray(U[:, c])
+    Uu = np.ascontiguousarray(U[:, u])
+    dinv = 1.0 / Dr[c]
+    # K = I + Uc Dc^-1 Uc^T  (B x B)
+    UcD = Uc * dinv.reshape(1, -1)
+    K = UcD @ Uc.T
+    for i in range(B):
+        K[i, i] += 1.0
+    ok, LK = _chol(K)
+    if not ok:
+        return False, rhs.copy()
+    # right-hand sides for Mcc^-1: [rhs_c, Mcu] with Mcu = Uc^T Uu
+    UcT = np.ascontiguousarray(Uc.T)
+    R = np.empty((nc, 1 + nu))
+    R[:, 0] = rhs[c]
+    Mcu = np.ascontiguousarray(UcT @ Uu)
+    R[:, 1:] = Mcu
+    # Mcc^-1 R = Dc^-1 R - Dc^-1 Uc^T K^-1 Uc Dc^-1 R
+    DR = R * dinv.reshape(-1, 1)
+    T = _chol_solve(LK, Uc @ DR)
+    X = DR - (UcT @ T) * dinv.reshape(-1, 1)
+    x = np.empty(m)
+    if nu == 0:
+        x[c] = X[:, 0]
+        return True, x
+    X0 = np.ascontiguousarray(X[:, 0])
+    X1 = np.ascontiguousarray(X[:, 1:])
+    McuT = np.ascontiguousarray(Mcu.T)
+    S = np.ascontiguousarray(Uu.T) @ Uu - McuT @ X1
+    ru = rhs[u] - McuT @ X0
+    okS, LS = _chol(S)
+    if not okS:
+        return False, rhs.copy()
+    xu = np.ascontiguousarray(_chol_solve(LS, ru.reshape(-1, 1))[:, 0])
+    x[u] = xu
+    x[c] = X0 - X1 @ xu
+    return True, x
+
+
+@njit(**_JIT)
+def _grad_parts(theta, data, A, AUX):
+    """nll, gradient, Jacobian J (B, P), GN weights w = n / nu^2 (B,), residual r = 1 - n / nu,
+    constraint curvature (P,)."""
+    nb = A[18]
+    P = theta.shape[0]
+    nu, J = _rates_jac(theta, A)
+    n = data[:nb]
+    g = np.zeros(P)
+    f = _poisson_nll(nu, n)
+    if not np.isfinite(f):
+        return np.inf, g, J, nu, nu, np.zeros(P)
+    r = 1.0 - n / nu
+    g += J.T @ r
+    w = n / (nu * nu)
+    dcon = np.zeros(P)
+    f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
+    return f, g, J, w, r, dcon
+
+
+@njit(**_JIT)
+def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
+    """Bounded second-order minimisation of the NLL.
+
+    Steps start as Gauss-Newton (Fisher-scoring-like: J^T diag(n/nu^2) J plus the exact
+    constraint curvature), solved in bin space with the Woodbury identity; once Gauss-Newton
+    converges slowly (EDM falling by less than 10x per step) or fails, steps use the exact
+    analytic Hessian (dense Cholesky), for quadratic convergence. Bounds: an active set
+    (parameters on a bound whose gradient points outward are held) plus projection; a
+    backtracking Armijo line search on the NLL.
+
+    Returns:
+        theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
+    """
+    P = theta0.shape[0]
+    theta = theta0.copy()
+    for i in range(P):
+        if not fixed[i]:
+            theta[i] = min(max(theta[i], lo[i]), hi[i])
+    status = FIT_MAXITER
+    edm = np.inf
+    prev_edm = np.inf
+    f = np.inf
+    g = np.zeros(P)
+    it = 0
+    exact = False
+    idx = np.empty(P, dtype=np.int64)
+    for it in range(1, maxiter + 1):
+        f, g, J, w, r, dcon = _grad_parts(theta, data, A, AUX)
+        if not np.isfinite(f):
+            status = FIT_NONFINITE
+            break
+        m = 0
+        for i in range(P):
+            if fixed[i]:
+                continue
+            if theta[i] <= lo[i] and g[i] > 0.0:
+                continue
+            if theta[i] >= hi[i] and g[i] < 0.0:
+                continue
+            idx[m] = i
+            m += 1
+        if m == 0:
+            status = FIT_CONVERGED
+            edm = 0.0
+            break
+        sel = idx[:m]
+        gs = g[sel]
+        ok = False
+        d = gs.copy()
+        if exact:
+            Jw = J * np.sqrt(w).reshape(-1, 1)
+            H = np.ascontiguousarray(Jw.T) @ Jw
+            model_pass(theta, r, A, MODE_HESS2, w, J, H)
+            for i in range(P):
+                H[i, i] += dcon[i]
+            Hs = np.empty((m, m))
+            for a in range(m):
+                for b in range(m):
+                    Hs[a, b] = H[sel[a], sel[b]]
+            ok, L = _chol(Hs)
+            if ok:
+                d = -_chol_solve(L, gs.reshape(-1, 1))[:, 0]
+        if not ok:
+            U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
+            Ds = dcon[sel]
+            mgs = -gs
+            ridge = 0.0
+            for _ in range(12):
+                ok, d = _gn_solve(U, Ds, mgs, ridge)
+                if ok:
+                    break
+                ridge = 1e-10 if ridge == 0.0 else ridge * 100.0
+            if not ok:
+                status = FIT_LINESEARCH
+                break
+        gd = 0.0
+        for a in range(m):
+            gd += gs[a] * d[a]
+        edm = -0.5 * gd
+        if edm < tol:
+            status = FIT_CONVERGED
+            break
+        if not exact and edm > 0.1 * prev_edm:
+            exact = True
+        prev_edm = edm
+        t = 1.0
+        accepted = False
+        trial = theta.copy()
+        ft = f
+        for _ in range(40):
+            dec = 0.0
+            for a in range(m):
+                i = sel[a]
+                trial[i] = min(max(theta[i] + t * d[a], lo[i]), hi[i])
+                dec += g[i] * (trial[i] - theta[i])
+            ft = nll(trial, data, A, AUX)
+            if np.isfinite(ft) and ft <= f + 1e-4 * dec:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            # no decrease possible at machine precision: at the minimum if the EDM is tiny
+            status = FIT_CONVERGED if edm < 1e-6 else FIT_LINESEARCH
+            if status == FIT_LINESEARCH and not exact:
+                exact = True
+                continue
+            break
+        theta[:] = trial
+        if f - ft < 1e-15 * max(1.0, abs(f)) and edm < 1e-8:
+            f = ft
+            status = FIT_CONVERGED
+            break
+    if status != FIT_CONVERGED and status != FIT_NONFINITE:
+        f, g = nll_grad(theta, data, A, AUX)
+    return theta, f, g, it, status, edm

@@ -1,0 +1,547 @@
+"""Compile a HistFactory workspace once into flat arrays and a parameter table.
+
+The expected main-bin rate is (HistFactory, CERN-OPEN-2012-016 eq. 1; pyhf's ``Model.expected_data``)::
+
+    nu_b(theta) = sum_s (nom_sb + sum_h delta_hsb(alpha_h)) * prod_k f_ks(theta_k) * prod_g gamma_gb
+
+with additive histosys deltas ``delta``, per-sample scalar factors ``f`` (normfactor, lumi, normsys)
+and per-bin factors ``gamma`` (staterror, shapesys, shapefactor). Channels and samples are ordered
+by name and parameters in pyhf 0.7.6's order, so parameter vectors and data vectors are
+interchangeable with pyhf's (``model.config.par_names``, ``workspace.data(model)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from nextstat import workspace as wsmod
+from nextstat.engine import numba_core as core
+from nextstat.errors import WorkspaceError
+
+# pyhf's builder order decides the order in which parameter sets are registered.
+_BUILDER_ORDER = ("histosys", "lumi", "normfactor", "normsys", "shapefactor", "shapesys", "staterror")
+_NORMSYS_CODES = {"code1": core.SC_CODE1, "code4": core.SC_CODE4}
+_HISTOSYS_CODES = {"code0": core.HS_CODE0, "code2": core.HS_CODE2, "code4p": core.HS_CODE4P}
+_DEFAULT_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
+
+# Inverse of the boundary-condition matrix of the code4 polynomial (alpha0 = 1), as in pyhf
+# (src/pyhf/interpolators/code4.py) and ROOT's PiecewiseInterpolation.
+_CODE4_AINV = np.array([
+    [15.0 / 16, -15.0 / 16, -7.0 / 16, -7.0 / 16, 1.0 / 16, -1.0 / 16],
+    [3.0 / 2, 3.0 / 2, -9.0 / 16, 9.0 / 16, 1.0 / 16, 1.0 / 16],
+    [-5.0 / 8, 5.0 / 8, 5.0 / 8, 5.0 / 8, -1.0 / 8, 1.0 / 8],
+    [3.0 / -2, 3.0 / -2, -7.0 / -8, 7.0 / -8, -1.0 / 8, -1.0 / 8],
+    [3.0 / 16, -3.0 / 16, -3.0 / 16, -3.0 / 16, 1.0 / 16, -1.0 / 16],
+    [1.0 / 2, 1.0 / 2, -5.0 / 16, 5.0 / 16, 1.0 / 16, 1.0 / 16],
+])
+
+
+def code4_coefficients(hi: float, lo: float) -> np.ndarray:
+    """Polynomial coefficients a_1..a_6 of normsys code4 for factors ``hi``, ``lo`` (shape (6,))."""
+    lh, ll = math.log(hi), math.log(lo)
+    b = np.array([hi - 1.0, lo - 1.0, lh * hi, -ll * lo, lh * lh * hi, ll * ll * lo])
+    return _CODE4_AINV @ b
+
+
+@dataclass
+class _ParamSet:
+    name: str
+    kind: str  # "normal", "poisson" or "free"
+    n: int
+    inits: list[float]
+    bounds: list[tuple[float, float]]
+    fixed: list[bool]
+    auxdata: list[float] | None = None
+    sigmas: list[float] | None = None
+    factors: list[float] | None = None
+    types: tuple[str, ...] = ()
+
+
+class Model:
+    """A compiled HistFactory model (create it with :func:`nextstat.from_pyhf`).
+
+    Attributes:
+        parameter_names: one name per scalar parameter, pyhf style (``staterror_SR[2]``).
+        poi_name, poi_index: the parameter of interest.
+        n_params: number of scalar parameters. ``n_bins``: main bins; ``n_aux``: auxiliary data.
+        channels, channel_nbins, channel_slices: main-bin layout (channels sorted by name).
+        samples: sample names (sorted).
+        fixed_params: boolean mask, shape (n_params,).
+        data: observed main data followed by the auxiliary data, shape (n_bins + n_aux,).
+    """
+
+    def __init__(self, spec: dict, measurement: dict, modifier_settings: Mapping | None = None):
+        settings = {k: dict(v) for k, v in _DEFAULT_SETTINGS.items()}
+        for mtype, opts in (modifier_settings or {}).items():
+            if mtype not in settings:
+                raise ValueError(f"modifier_settings: unknown modifier type {mtype!r}; expected 'normsys' or 'histosys'")
+            settings[mtype].update(opts)
+        self.modifier_settings = settings
+        normsys_code = settings["normsys"].get("interpcode")
+        histosys_code = settings["histosys"].get("interpcode")
+        if normsys_code not in _NORMSYS_CODES:
+            raise ValueError(f"modifier_settings['normsys']['interpcode']: expected one of {sorted(_NORMSYS_CODES)} (multiplicative codes), got {normsys_code!r}")
+        if histosys_code not in _HISTOSYS_CODES:
+            raise ValueError(f"modifier_settings['histosys']['interpcode']: expected one of {sorted(_HISTOSYS_CODES)} (additive codes), got {histosys_code!r}")
+
+        self.spec = spec
+        self.measurement_name = measurement["name"]
+        chans = {ch["name"]: (ic, ch) for ic, ch in enumerate(spec["channels"])}
+        self.channels = sorted(chans)
+        self.channel_nbins = {c: len(chans[c][1]["samples"][0]["data"]) for c in self.channels}
+        self.samples = sorted({s["name"] for ch in spec["channels"] for s in ch["samples"]})
+        offsets = np.cumsum([0] + [self.channel_nbins[c] for c in self.channels])
+        self.channel_slices = {c: slice(int(offsets[i]), int(offsets[i + 1])) for i, c in enumerate(self.channels)}
+        self.n_bins = int(offsets[-1])
+
+        # (channel, sample) -> (sample dict, {key: (modifier, path)}, sample path)
+        defined: dict[tuple[str, str], tuple[dict, dict, str]] = {}
+        mod_keys: set[tuple[str, str]] = set()
+        for c in self.channels:
+            ic, ch = chans[c]
+            for isa, s in enumerate(ch["samples"]):
+                mods = {}
+                for im, m in enumerate(s["modifiers"]):
+                    key = (m["name"], m["type"])
+                    path = f"channels[{ic}].samples[{isa}].modifiers[{im}]"
+                    if key in mods:
+                        raise WorkspaceError(path, f"modifier {m['name']!r} of type {m['type']!r} appears twice on sample {s['name']!r}")
+                    mods[key] = (m, path)
+                    mod_keys.add(key)
+                defined[(c, s["name"])] = (s, mods, f"channels[{ic}].samples[{isa}]")
+        self._defined = defined
+        modifiers = sorted(mod_keys)
+
+        # --- parameter sets, registered in pyhf's order --------------------------------------
+        per_type: dict[str, dict[str, _ParamSet]] = {t: {} for t in _BUILDER_ORDER}
+        for mtype in _BUILDER_ORDER:
+            if mtype == "staterror":
+                continue
+            for c in self.channels:
+                for sname in self.samples:
+                    if (c, sname) not in defined:
+                        continue
+                    sample, mods, _ = defined[(c, sname)]
+                    for key in modifiers:
+                        if key[1] != mtype or key not in mods:
+                            continue
+                        mod, path = mods[key]
+                        self._register(per_type[mtype], mtype, mod, path, c, sample)
+        self._staterror_sets(per_type["staterror"], modifiers)
+
+        paramsets: dict[str, _ParamSet] = {}
+        for mtype in _BUILDER_ORDER:
+            for name, ps in per_type[mtype].items():
+                if name in paramsets:
+                    paramsets[name] = self._merge(paramsets[name], ps)
+                else:
+                    paramsets[name] = ps
+        user = measurement["config"].get("parameters", [])
+        mpath = f"measurements[{spec['measurements'].index(measurement)}].config.parameters"
+        self._apply_user_config(paramsets, user, mpath)
+        self._paramsets = paramsets
+
+        names: list[str] = []
+        self.par_slices: dict[str, slice] = {}
+        for name, ps in paramsets.items():
+            self.par_slices[name] = slice(len(names), len(names) + ps.n)
+            names.extend([name] if ps.n == 1 and ps.types[0] in ("normsys", "histosys", "lumi", "normfactor") else [f"{name}[{i}]" for i in range(ps.n)])
+        self.parameter_names: list[str] = names
+        self.n_params = len(names)
+        self._init = np.array([v for ps in paramsets.values() for v in ps.inits], dtype=np.float64)
+        self._bounds = np.array([b for ps in paramsets.values() for b in ps.bounds], dtype=np.float64).reshape(-1, 2)
+        self.fixed_params = np.array([f for ps in paramsets.values() for f in ps.fixed], dtype=bool)
+
+        poi = measurement["config"]["poi"]
+        ipoi = spec["measurements"].index(measurement)
+        if poi not in paramsets:
+            raise WorkspaceError(f"measurements[{ipoi}].config.poi", f"POI {poi!r} is not a parameter of the model")
+        if paramsets[poi].n != 1:
+            raise WorkspaceError(f"measurements[{ipoi}].config.poi", f"POI {poi!r} has {paramsets[poi].n} components; it must be a scalar")
+        self.poi_name = poi
+        self.poi_index = self.par_slices[poi].start
+
+        self._build_arrays(normsys_code, histosys_code)
+        self._build_data()
+        self._check_rates()
+
+    # ----------------------------------------------------------------- parameter sets
+    def _register(self, table: dict, mtype: str, mod: dict, path: str, channel: str, sample: dict) -> None:
+        name = mod["name"]
+        n = self.channel_nbins[channel]
+        if mtype in ("normsys", "histosys"):
+            ps = _ParamSet(name, "normal", 1, [0.0], [(-5.0, 5.0)], [False], [0.0], [1.0])
+        elif mtype == "lumi":
+            ps = _ParamSet(name, "normal", 1, [None], [None], [False], [None], [None])
+        elif mtype == "normfactor":
+            ps = _ParamSet(name, "free", 1, [1.0], [(0.0, 10.0)], [False])
+        elif mtype == "shapefactor":
+            ps = _ParamSet(name, "free", n, [1.0] * n, [(0.0, 10.0)] * n, [False] * n)
+        elif mtype == "shapesys":
+            if name in table:
+                raise WorkspaceError(f"{path}.name", f"shapesys modifier {name!r} is defined on more than one sample; shapesys parameters cannot be shared")
+            nom, unc = sample["data"], mod["data"]
+            valid = [x > 0 and u > 0 for x, u in zip(nom, unc)]
+            tau = [x * x / (u * u) if ok else 1.0 for ok, x, u in zip(valid, nom, unc)]
+            ps = _ParamSet(name, "poisson", n, [1.0] * n, [(1e-10, 10.0)] * n, [not v for v in valid], tau, None, tau)
+        else:  # pragma: no cover - staterror handled separately
+            raise AssertionError(mtype)
+        ps.types = (mtype,)
+        if name in table:
+            old = table[name]
+            if old.n != ps.n:
+                raise WorkspaceError(f"{path}.name", f"{mtype} parameter {name!r} is used on channels with different bin counts ({old.n} and {ps.n})")
+            return
+        table[name] = ps
+
+    def _staterror_sets(self, table: dict, modifiers: list) -> None:
+        for key in modifiers:
+            name, mtype = key
+            if mtype != "staterror":
+                continue
+            mask = np.zeros(self.n_bins, dtype=bool)
+            nomsall = np.zeros(self.n_bins)
+            uncs = []
+            for (c, _), (sample, mods, _) in self._defined.items():
+                if key in mods:
+                    sl = self.channel_slices[c]
+                    mask[sl] = True
+                    nomsall[sl] += sample["data"]
+                    u = np.zeros(self.n_bins)
+                    u[sl] = mods[key][0]["data"]
+                    uncs.append(u)
+            rel2 = np.zeros(self.n_bins)
+            for u in uncs:
+                rel2 += np.divide(u, nomsall, out=np.zeros_like(u), where=nomsall > 0) ** 2
+            sig = np.sqrt(rel2)[mask]
+            fixed = sig == 0
+            sig[fixed] = 1.0
+            n = int(mask.sum())
+            ps = _ParamSet(name, "normal", n, [1.0] * n, [(1e-10, 10.0)] * n, fixed.tolist(), [1.0] * n, sig.tolist())
+            ps.types = ("staterror",)
+            table[name] = ps
+
+    @staticmethod
+    def _merge(a: _ParamSet, b: _ParamSet) -> _ParamSet:
+        same = (a.kind, a.n, a.inits, a.bounds, a.auxdata, a.sigmas) == (b.kind, b.n, b.inits, b.bounds, b.auxdata, b.sigmas)
+        if not same:
+            raise WorkspaceError("channels", f"parameter {a.name!r} is used by modifiers of incompatible types ({a.types[0]} and {b.types[0]}); use distinct names")
+        a.types = a.types + b.types
+        return a
+
+    @staticmethod
+    def _apply_user_config(paramsets: dict, user: Sequence[dict], path: str) -> None:
+        seen = set()
+        for ip, cfg in enumerate(user):
+            name = cfg["name"]
+            ppath = f"{path}[{ip}]"
+            if name in seen:
+                raise WorkspaceError(f"{ppath}.name", f"parameter {name!r} is configured twice")
+            seen.add(name)
+            if name not in paramsets:
+                continue  # pyhf ignores configurations of parameters the model does not have
+            ps = paramsets[name]
+            for field in ("inits", "auxdata", "sigmas"):
+                if field in cfg:
+                    if field != "inits" and ps.kind != "normal":
+                        raise WorkspaceError(f"{ppath}.{field}", f"parameter {name!r} ({ps.types[0]}) does not use {field!r}")
+                    setattr(ps, field, wsmod.numbers(cfg[field], f"{ppath}.{field}", ps.n))
+            if "bounds" in cfg:
+                b = cfg["bounds"]
+                if not isinstance(b, list) or len(b) != ps.n:
+                    raise WorkspaceError(f"{ppath}.bounds", f"expected {ps.n} [low, high] pairs")
+                bounds = []
+                for i, pair in enumerate(b):
+                    lo, hi = wsmod.numbers(pair, f"{ppath}.bounds[{i}]", 2)
+                    if not lo <= hi:
+                        raise WorkspaceError(f"{ppath}.bounds[{i}]", f"low bound {lo} above high bound {hi}")
+                    bounds.append((lo, hi))
+                ps.bounds = bounds
+            if "fixed" in cfg:
+                fx = cfg["fixed"]
+                if isinstance(fx, bool):
+                    ps.fixed = [fx] * ps.n
+                elif isinstance(fx, list) and len(fx) == ps.n and all(isinstance(x, bool) for x in fx):
+                    ps.fixed = list(fx)
+                else:
+                    raise WorkspaceError(f"{ppath}.fixed", f"expected a bool or {ps.n} bools")
+        for name, ps in paramsets.items():
+            if "lumi" in ps.types:
+                for field in ("auxdata", "sigmas"):
+                    if getattr(ps, field)[0] is None:
+                        raise WorkspaceError(path, f"lumi parameter {name!r} needs {field!r} in the measurement's parameter configuration")
+                if ps.inits[0] is None:
+                    ps.inits = list(ps.auxdata)
+                if ps.bounds[0] is None:
+                    ps.bounds = [(0.0, 10.0)]
+            for i, (lo, hi) in enumerate(ps.bounds):
+                if not lo <= ps.inits[i] <= hi:
+                    raise WorkspaceError(path, f"initial value {ps.inits[i]} of {name!r} lies outside its bounds [{lo}, {hi}]")
+            if ps.sigmas is not None and any(s <= 0 for s in ps.sigmas):
+                raise WorkspaceError(path, f"constraint widths (sigmas) of {name!r} must be > 0")
+
+    # ----------------------------------------------------------------- engine arrays
+    def _build_arrays(self, normsys_code: str, histosys_code: str) -> None:
+        blk_b0, blk_nb, blk_off, blk_channel, blk_sample = [], [], [], [], []
+        nom: list[float] = []
+        sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef = [0], [], [], [], [], []
+        hs_ptr, hs_par, hs_code, hs_up, hs_dn = [0], [], [], [], []
+        pb_ptr, pb_par = [0], []
+        for c in self.channels:
+            sl = self.channel_slices[c]
+            for sname in self.samples:
+                if (c, sname) not in self._defined:
+                    continue
+                sample, mods, _ = self._defined[(c, sname)]
+                n = sl.stop - sl.start
+                off = len(nom)
+                blk_b0.append(sl.start)
+                blk_nb.append(n)
+                blk_off.append(off)
+                blk_channel.append(c)
+                blk_sample.append(sname)
+                nom.extend(sample["data"])
+                per_bin: list[list[int]] = [[] for _ in range(n)]
+                for (mname, mtype), (mod, path) in sorted(mods.items()):
+                    psl = self.par_slices[mname]
+                    if mtype in ("normfactor", "lumi"):
+                        sc_par.append(psl.start)
+                        sc_kind.append(core.SC_LINEAR)
+                        sc_hi.append(1.0)
+                        sc_lo.append(1.0)
+                        sc_coef.append(np.zeros(6))
+                    elif mtype == "normsys":
+                        hi, lo = float(mod["data"]["hi"]), float(mod["data"]["lo"])
+                        sc_par.append(psl.start)
+                        sc_kind.append(_NORMSYS_CODES[normsys_code])
+                        sc_hi.append(hi)
+                        sc_lo.append(lo)
+                        sc_coef.append(code4_coefficients(hi, lo))
+                    elif mtype == "histosys":
+                        hs_par.append(psl.start)
+                        hs_code.append(_HISTOSYS_CODES[histosys_code])
+                        # delta arrays live in flat per-block-bin storage aligned with `nom`
+                        hs_up.append(np.asarray(mod["data"]["hi_data"], float) - np.asarray(sample["data"], float))
+                        hs_dn.append(np.asarray(sample["data"], float) - np.asarray(mod["data"]["lo_data"], float))
+                    elif mtype in ("shapesys", "shapefactor"):
+                        for j in range(n):
+                            per_bin[j].append(psl.start + j)
+                    elif mtype == "staterror":
+                        # parameters cover the masked global bins in order
+                        masked = self._staterror_bins(mname)
+                        for j in range(n):
+                            per_bin[j].append(psl.start + masked.index(sl.start + j))
+                sc_ptr.append(len(sc_par))
+                hs_ptr.append(len(hs_par))
+                for j in range(n):
+                    pb_par.extend(per_bin[j])
+                    pb_ptr.append(len(pb_par))
+        up_flat = np.zeros(sum(len(u) for u in hs_up))
+        dn_flat = np.zeros_like(up_flat)
+        pos = 0
+        hs_data_off = []
+        for u, d in zip(hs_up, hs_dn):
+            up_flat[pos:pos + len(u)] = u
+            dn_flat[pos:pos + len(d)] = d
+            hs_data_off.append(pos)
+            pos += len(u)
+        i64 = np.int64
+        self.block_channel = blk_channel
+        self.block_sample = blk_sample
+        self.arrays = (
+            np.asarray(blk_b0, i64), np.asarray(blk_nb, i64), np.asarray(blk_off, i64), np.asarray(nom, float),
+            np.asarray(sc_ptr, i64), np.asarray(sc_par, i64), np.asarray(sc_kind, i64),
+            np.asarray(sc_hi, float), np.asarray(sc_lo, float), np.asarray(sc_coef, float).reshape(-1, 6),
+            np.asarray(hs_ptr, i64), np.asarray(hs_par, i64), np.asarray(hs_code, i64),
+            np.asarray(hs_data_off, i64), up_flat, dn_flat,
+            np.asarray(pb_ptr, i64), np.asarray(pb_par, i64), np.int64(self.n_bins),
+        )
+
+    def _staterror_bins(self, name: str) -> list[int]:
+        cache = self.__dict__.setdefault("_staterror_cache", {})
+        if name not in cache:
+            mask = np.zeros(self.n_bins, dtype=bool)
+            for (c, _), (_, mods, _) in self._defined.items():
+                if (name, "staterror") in mods:
+                    mask[self.channel_slices[c]] = True
+            cache[name] = np.flatnonzero(mask).tolist()
+        return cache[name]
+
+    def _build_data(self) -> None:
+        obs = {o["name"]: o["data"] for o in self.spec["observations"]}
+        self.main_data = np.concatenate([np.asarray(obs[c], float) for c in self.channels])
+        aux_par, aux_kind, aux_sigma, aux_tau, aux_data = [], [], [], [], []
+        for name, ps in self._paramsets.items():
+            if ps.kind == "free":
+                continue
+            sl = self.par_slices[name]
+            for i in range(ps.n):
+                aux_par.append(sl.start + i)
+                aux_data.append(ps.auxdata[i])
+                if ps.kind == "normal":
+                    aux_kind.append(core.AUX_GAUSS)
+                    aux_sigma.append(ps.sigmas[i])
+                    aux_tau.append(1.0)
+                else:
+                    aux_kind.append(core.AUX_POISSON)
+                    aux_sigma.append(1.0)
+                    aux_tau.append(ps.factors[i])
+        self.aux_arrays = (np.asarray(aux_par, np.int64), np.asarray(aux_kind, np.int64),
+                           np.asarray(aux_sigma, float), np.asarray(aux_tau, float))
+        self.aux_data = np.asarray(aux_data, float)
+        self.n_aux = len(aux_data)
+        self.data = np.concatenate([self.main_data, self.aux_data])
+
+    def _check_rates(self) -> None:
+        nu = self.expected_main(self._init)
+        bad = np.flatnonzero((nu < 0) | ((nu == 0) & (self.main_data > 0)) | ~np.isfinite(nu))
+        if bad.size:
+            b = int(bad[0])
+            c = next(c for c in self.channels if self.channel_slices[c].start <= b < self.channel_slices[c].stop)
+            j = b - self.channel_slices[c].start
+            ic = [ch["name"] for ch in self.spec["channels"]].index(c)
+            raise WorkspaceError(f"channels[{ic}].samples", f"bin {j} of channel {c!r} has total expected yield {nu[b]!r} at the initial parameters, "
+                                 f"with {self.main_data[b]!r} observed: the likelihood is undefined")
+
+    # ----------------------------------------------------------------- public API
+    def suggested_init(self) -> np.ndarray:
+        """Initial parameter values, shape (n_params,)."""
+        return self._init.copy()
+
+    def suggested_bounds(self) -> np.ndarray:
+        """Parameter bounds, shape (n_params, 2): columns low, high."""
+        return self._bounds.copy()
+
+    def prior_widths(self) -> np.ndarray:
+        """Prior constraint width per parameter (shape (n_params,)); NaN for unconstrained ones.
+
+        Gaussian constraints give their sigma; Poisson (shapesys) constraints 1/sqrt(tau).
+        """
+        w = np.full(self.n_params, np.nan)
+        par, kind, sigma, tau = self.aux_arrays
+        w[par] = np.where(kind == core.AUX_GAUSS, sigma, 1.0 / np.sqrt(tau))
+        return w
+
+    @property
+    def constrained(self) -> np.ndarray:
+        """Boolean mask of parameters with a constraint term, shape (n_params,)."""
+        m = np.zeros(self.n_params, dtype=bool)
+        m[self.aux_arrays[0]] = True
+        return m
+
+    def _pars(self, pars: Any, name: str = "pars") -> np.ndarray:
+        p = np.asarray(pars, dtype=np.float64)
+        if p.shape != (self.n_params,):
+            raise ValueError(f"{name}: expected shape ({self.n_params},), got {p.shape}")
+        return np.ascontiguousarray(p)
+
+    def _data(self, data: Any) -> np.ndarray:
+        if data is None:
+            return self.data
+        d = np.asarray(data, dtype=np.float64)
+        n = self.n_bins + self.n_aux
+        if d.shape == (self.n_bins,):
+            d = np.concatenate([d, self.aux_data])
+        if d.shape != (n,):
+            raise ValueError(f"data: expected shape ({n},) (main + auxiliary) or ({self.n_bins},) (main only), got {d.shape}")
+        if not np.all(np.isfinite(d)):
+            raise ValueError("data: contains non-finite values")
+        if np.any(d[: self.n_bins] < 0):
+            raise ValueError("data: main-bin counts must be >= 0")
+        return np.ascontiguousarray(d)
+
+    def expected_main(self, pars: Any) -> np.ndarray:
+        """Expected main-bin rates nu(pars), shape (n_bins,)."""
+        return core.expected_main(self._pars(pars), self.arrays)
+
+    def expected_auxdata(self, pars: Any) -> np.ndarray:
+        """Expected auxiliary data: theta (Gaussian) or tau * gamma (Poisson), shape (n_aux,)."""
+        p = self._pars(pars)
+        par, kind, _, tau = self.aux_arrays
+        return np.where(kind == core.AUX_GAUSS, p[par], p[par] * tau)
+
+    def expected_data(self, pars: Any, include_auxdata: bool = True) -> np.ndarray:
+        """Expected data: main rates, then (by default) the expected auxiliary data (pyhf order)."""
+        main = self.expected_main(pars)
+        return np.concatenate([main, self.expected_auxdata(pars)]) if include_auxdata else main
+
+    def expected_by_sample(self, pars: Any) -> dict[str, np.ndarray]:
+        """Expected main-bin yields per sample, each of shape (n_bins,) (zero where undefined)."""
+        p = self._pars(pars)
+        per_block = core.expected_blocks(p, self.arrays)
+        out = {s: np.zeros(self.n_bins) for s in self.samples}
+        blk_b0, blk_nb, blk_off = self.arrays[0], self.arrays[1], self.arrays[2]
+        for i, s in enumerate(self.block_sample):
+            out[s][blk_b0[i]:blk_b0[i] + blk_nb[i]] = per_block[blk_off[i]:blk_off[i] + blk_nb[i]]
+        return out
+
+    def nll(self, pars: Any, data: Any = None) -> float:
+        """Negative log-likelihood, ``-log L(pars | data)`` with all constants (= -pyhf ``logpdf``).
+
+        Args:
+            pars: shape (n_params,).
+            data: main + auxiliary data (shape (n_bins + n_aux,)) or main only; default observed.
+        """
+        return float(core.nll(self._pars(pars), self._data(data), self.arrays, self.aux_arrays))
+
+    def grad_nll(self, pars: Any, data: Any = None) -> np.ndarray:
+        """Analytic gradient of :meth:`nll`, shape (n_params,)."""
+        return core.nll_grad(self._pars(pars), self._data(data), self.arrays, self.aux_arrays)[1]
+
+    def hess_nll(self, pars: Any, data: Any = None) -> np.ndarray:
+        """Analytic Hessian of :meth:`nll`, shape (n_params, n_params)."""
+        return core.nll_grad_hess(self._pars(pars), self._data(data), self.arrays, self.aux_arrays, True)[2]
+
+    def asimov_data(self, mu: float = 0.0, *, data: Any = None, pars: Any = None) -> np.ndarray:
+        """Asimov data as pyhf builds it (arXiv:1007.1727 sec. 3.8).
+
+        The nuisance parameters are profiled on ``data`` (observed by default) with the POI fixed
+        at ``mu``, then the expected main and auxiliary data are returned, shape
+        (n_bins + n_aux,). With ``pars`` given, the expected data at ``pars`` is returned instead.
+        """
+        if pars is not None:
+            return self.expected_data(pars)
+        from nextstat.infer.fit import fit
+
+        init = self.suggested_init()
+        init[self.poi_index] = mu
+        fixed = self.fixed_params.copy()
+        fixed[self.poi_index] = True
+        res = fit(self, data=data, init_pars=init, fixed_params=fixed, hesse=False)
+        return self.expected_data(res.bestfit)
+
+    def with_nominal(self, sample: str, nominal: Any) -> Model:  # pragma: no cover - torch layer
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f"Model(channels={len(self.channels)}, bins={self.n_bins}, samples={len(self.samples)}, "
+                f"parameters={self.n_params}, poi={self.poi_name!r})")
+
+
+def from_pyhf(ws: Any, *, measurement: str | None = None, modifier_settings: Mapping | None = None,
+              patches: Sequence[Any] | None = None, validate: bool = True) -> Model:
+    """Build a :class:`Model` from a pyhf JSON workspace.
+
+    Args:
+        ws: workspace ``dict``, JSON string, or path to ``.json`` / ``.json.gz``.
+        measurement: measurement name (default: the first one), which sets POI and parameter configs.
+        modifier_settings: interpolation codes as in pyhf, e.g.
+            ``{"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}``;
+            defaults are pyhf's (normsys code4, histosys code4p).
+        patches: JSON Patch (RFC 6902) operation lists applied in order, e.g. a signal patch on a
+            background-only workspace as published on HEPData.
+
+    Raises:
+        WorkspaceError: malformed workspace (the message names the JSON path).
+        ValueError: bad arguments.
+    """
+    spec = wsmod.apply_patches(wsmod.load(ws), patches)
+    if validate:
+        wsmod.validate(spec)
+    meas = wsmod.select_measurement(spec, measurement)
+    return Model(spec, meas, modifier_settings)

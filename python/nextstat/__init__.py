@@ -1,9 +1,19 @@
-"""NextStat: fast, differentiable binned statistical inference for HistFactory models."""
+"""NextStat: fast, differentiable binned statistical inference for HistFactory models.
+
+>>> import nextstat
+>>> model = nextstat.from_pyhf(nextstat.examples.simple_workspace())   # doctest: +SKIP
+>>> nextstat.fit(model).mu                                               # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 from nextstat._version import __version__
 from nextstat.errors import WorkspaceError
+from nextstat.infer.fit import fit, fixed_poi_fit
+from nextstat.infer.hypotest import hypotest
+from nextstat.infer.limits import upper_limit
+from nextstat.infer.scan import profile_scan
+from nextstat.model import Model, from_pyhf
 from nextstat.results import (
     FitResult,
     HypotestResult,
@@ -15,9 +25,16 @@ from nextstat.results import (
 __all__ = [
     "FitResult",
     "HypotestResult",
+    "Model",
     "ProfileScanResult",
     "ToyFitResults",
     "UpperLimitResult",
     "WorkspaceError",
     "__version__",
+    "fit",
+    "fixed_poi_fit",
+    "from_pyhf",
+    "hypotest",
+    "profile_scan",
+    "upper_limit",
 ]

@@ -405,8 +405,8 @@ class Model:
             c = next(c for c in self.channels if self.channel_slices[c].start <= b < self.channel_slices[c].stop)
             j = b - self.channel_slices[c].start
             ic = [ch["name"] for ch in self.spec["channels"]].index(c)
-            raise WorkspaceError(f"channels[{ic}].samples", f"bin {j} of channel {c!r} has total expected yield {nu[b]!r} at the initial parameters, "
-                                 f"with {self.main_data[b]!r} observed: the likelihood is undefined")
+            raise WorkspaceError(f"channels[{ic}].samples", f"bin {j} of channel {c!r} has total expected yield {float(nu[b])!r} at the initial parameters, "
+                                 f"with {float(self.main_data[b])!r} observed: the likelihood is undefined")
 
     # ----------------------------------------------------------------- public API
     def suggested_init(self) -> np.ndarray:

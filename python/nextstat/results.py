@@ -6,17 +6,38 @@ computed are ``None`` (never ``-1`` or ``NaN``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.6g}"
+def _fmt(x: float | None) -> str:
+    return "None" if x is None else f"{x:.6g}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _ToDict:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python (JSON-serialisable) view: arrays become lists; derived properties included."""
+        out = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        for name in getattr(self, "_derived", ()):
+            out[name] = _jsonable(getattr(self, name))
+        return out
 
 
 @dataclass(frozen=True, repr=False)
-class FitResult:
+class FitResult(_ToDict):
     """Maximum-likelihood fit of a model.
 
     Attributes:
@@ -38,6 +59,8 @@ class FitResult:
         fixed: boolean mask of parameters held fixed, shape ``(n_params,)``.
         at_limit: boolean mask of parameters that ended on a bound.
     """
+
+    _derived = ("mu", "twice_nll")
 
     bestfit: np.ndarray
     errors: np.ndarray
@@ -110,7 +133,7 @@ class FitResult:
 
 
 @dataclass(frozen=True, repr=False)
-class HypotestResult:
+class HypotestResult(_ToDict):
     """Result of a hypothesis test at ``mu_test`` (asymptotic or toy-based).
 
     For the discovery test (``test_stat="q0"``, ``mu_test=0``) ``p0`` and ``significance``
@@ -173,7 +196,7 @@ class HypotestResult:
 
 
 @dataclass(frozen=True, repr=False)
-class UpperLimitResult:
+class UpperLimitResult(_ToDict):
     """CLs upper limit on the POI at confidence level ``1 - alpha``.
 
     Attributes:
@@ -202,7 +225,7 @@ class UpperLimitResult:
 
 
 @dataclass(frozen=True, repr=False)
-class ProfileScanResult:
+class ProfileScanResult(_ToDict):
     """Profile likelihood scan of the POI.
 
     Attributes:
@@ -231,7 +254,7 @@ class ProfileScanResult:
 
 
 @dataclass(frozen=True, repr=False)
-class ToyFitResults:
+class ToyFitResults(_ToDict):
     """Fits of pseudo-experiments.
 
     Attributes:

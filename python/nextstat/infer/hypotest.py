@@ -1,0 +1,181 @@
+"""Asymptotic hypothesis tests: CLs, discovery significance (arXiv:1007.1727; pyhf 0.7.6).
+
+The asymptotic calculator fits, as pyhf's ``AsymptoticCalculator`` does: the free and the
+conditional fit on the data, the background-only Asimov data (POI fixed at 0, or at 1 for the
+discovery test, nuisance parameters profiled on the data; sec. 3.8), and the free and conditional
+fits on the Asimov data. Fits that do not depend on the tested mu are done once and reused across
+mu values (limits, CLs scans), with warm starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from nextstat.infer import test_statistics as ts
+from nextstat.infer.fit import _bounds, _fixed_mask, fit
+from nextstat.model import Model
+from nextstat.results import FitResult, HypotestResult
+
+#: the expected band is quoted at these background-only test-statistic values (pyhf order):
+#: +2, +1, 0, -1, -2 sigma of the test statistic = -2 ... +2 sigma of the limit.
+_BAND = (2.0, 1.0, 0.0, -1.0, -2.0)
+
+
+def _phi(x: float) -> float:
+    return float(norm.cdf(x))
+
+
+def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[float, float, float]:
+    """(CLsb, CLb, CLs) from the observed and Asimov sqrt test statistics.
+
+    The statistic is shifted as in pyhf: ``t = sqrt(q) - sqrt(qA)`` (for q~ above the Asimov
+    value ``(q - qA) / (2 sqrt(qA))``, arXiv:1007.1727 eq. 66); then CLsb = Phi(-(t + sqrt(qA)))
+    and CLb = Phi(-t).
+
+    >>> clsb, clb, cls = asymptotic_pvalues(1.0, 1.0, "qtilde")
+    >>> bool(np.isclose(clsb, norm.sf(1.0)) and np.isclose(clb, 0.5))
+    True
+    """
+    if test_stat in ("q", "q0") or sqrt_q <= sqrt_qA or sqrt_qA == 0.0:
+        t = sqrt_q - sqrt_qA
+    else:
+        t = (sqrt_q * sqrt_q - sqrt_qA * sqrt_qA) / (2.0 * sqrt_qA)
+    clsb = _phi(-(t + sqrt_qA))
+    clb = _phi(-t)
+    return clsb, clb, clsb / clb
+
+
+def expected_cls(sqrt_qA: float) -> np.ndarray:
+    """Expected CLs band (5,) at the background-only quantiles -2..+2 sigma of the limit."""
+    return np.array([_phi(-(n + sqrt_qA)) / _phi(-n) for n in _BAND])
+
+
+@dataclass
+class _Fits:
+    free: FitResult
+    nll_free: float
+    mu_hat: float
+
+
+class AsymptoticCalculator:
+    """Caches the mu-independent fits of an asymptotic test on one dataset.
+
+    Args:
+        model: the model. data: observed data (default ``model.data``).
+        test_stat: one of ``q0``, ``q``, ``qtilde``, ``tmu``, ``tmu_tilde``.
+        init_pars, par_bounds, fixed_params: as in :func:`nextstat.fit`.
+    """
+
+    def __init__(self, model: Model, *, data: Any = None, test_stat: str = "qtilde",
+                 init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None):
+        if model.poi_index is None:
+            raise ValueError("model: a POI is required for hypothesis tests")
+        if test_stat not in ts.TEST_STATS:
+            raise ValueError(f"test_stat: expected one of {ts.TEST_STATS}, got {test_stat!r}")
+        self.model = model
+        self.test_stat = test_stat
+        self.data = model._data(data)
+        self.init = model.suggested_init() if init_pars is None else model._pars(init_pars, "init_pars").copy()
+        self.bounds = _bounds(model, par_bounds)
+        self.fixed = _fixed_mask(model, fixed_params)
+        self._obs: _Fits | None = None
+        self._asimov_data: np.ndarray | None = None
+        self._asimov_pars: np.ndarray | None = None
+        self._asimov: _Fits | None = None
+        self.asimov_mu = 1.0 if test_stat == "q0" else 0.0
+
+    def _fit(self, data: np.ndarray, init: np.ndarray, mu: float | None) -> FitResult:
+        fixed = self.fixed.copy()
+        start = init.copy()
+        if mu is not None:
+            fixed[self.model.poi_index] = True
+            start[self.model.poi_index] = mu
+        return fit(self.model, data=data, init_pars=start, fixed_params=fixed, par_bounds=self.bounds, hesse=False)
+
+    def observed_fits(self) -> _Fits:
+        if self._obs is None:
+            free = self._fit(self.data, self.init, None)
+            self._obs = _Fits(free, free.nll, float(free.bestfit[self.model.poi_index]))
+        return self._obs
+
+    def asimov_data(self) -> np.ndarray:
+        """Background-only (signal for q0) Asimov data, profiled on the observed data."""
+        if self._asimov_data is None:
+            cond = self._fit(self.data, self.observed_fits().free.bestfit, self.asimov_mu)
+            self._asimov_pars = cond.bestfit
+            self._asimov_data = self.model.expected_data(cond.bestfit)
+        return self._asimov_data
+
+    def asimov_fits(self) -> _Fits:
+        if self._asimov is None:
+            data = self.asimov_data()
+            free = self._fit(data, self._asimov_pars, None)
+            self._asimov = _Fits(free, free.nll, float(free.bestfit[self.model.poi_index]))
+        return self._asimov
+
+    def _q(self, mu: float, fits: _Fits, data: np.ndarray) -> tuple[float, FitResult]:
+        start = fits.free.bestfit.copy()
+        cond = self._fit(data, start, mu)
+        return ts.statistic(self.test_stat, mu, cond.nll, fits.nll_free, fits.mu_hat), cond
+
+    def teststatistics(self, mu: float) -> tuple[float, float]:
+        """(q_obs, q_asimov) at ``mu``."""
+        q_obs, _ = self._q(mu, self.observed_fits(), self.data)
+        q_a, _ = self._q(mu, self.asimov_fits(), self.asimov_data())
+        return q_obs, q_a
+
+    def hypotest(self, mu: float) -> HypotestResult:
+        mu = float(mu)
+        q_obs, q_a = self.teststatistics(mu)
+        sq, sqa = math.sqrt(q_obs), math.sqrt(q_a)
+        clsb, clb, cls = asymptotic_pvalues(sq, sqa, self.test_stat)
+        mu_hat = self.observed_fits().mu_hat
+        if self.test_stat == "q0":
+            return HypotestResult(
+                mu_test=mu, test_stat="q0", q_obs=q_obs, q_asimov=q_a, mu_hat=mu_hat,
+                p0=clsb, significance=sq,
+                p0_expected=_phi(-sqa), significance_expected=sqa,
+                clsb=clsb, clb=clb,
+            )
+        return HypotestResult(
+            mu_test=mu, test_stat=self.test_stat, q_obs=q_obs, q_asimov=q_a, mu_hat=mu_hat,
+            cls=cls, clsb=clsb, clb=clb, cls_expected=expected_cls(sqa),
+        )
+
+
+def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str | None = None,
+             init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None,
+             calctype: str = "asymptotics", **toy_options: Any) -> HypotestResult:
+    """Test the hypothesis POI = ``mu``.
+
+    At ``mu = 0`` the default is the discovery test (``q0``): ``p0`` and ``significance``
+    (Z0 = sqrt(q0) = Phi^-1(1 - p0)) are set, with the expected (Asimov, mu = 1) ``p0_expected``
+    and ``significance_expected``. Otherwise the default is ``qtilde`` and the result carries
+    CLs, CLsb, CLb and the expected CLs band at -2..+2 sigma (``cls_expected``, shape (5,)).
+
+    Args:
+        model: compiled model. mu: tested POI value.
+        data: main + auxiliary data (default observed).
+        test_stat: "q0", "q", "qtilde", "tmu" or "tmu_tilde".
+        init_pars, par_bounds, fixed_params: as in :func:`nextstat.fit`.
+        calctype: "asymptotics" (arXiv:1007.1727) or "toybased" (pseudo-experiments; see
+            :func:`nextstat.hypotest_toys`, which receives ``toy_options``).
+    """
+    if test_stat is None:
+        test_stat = "q0" if mu == 0 else "qtilde"
+    if calctype == "toybased":
+        from nextstat.infer.toys import hypotest_toys
+
+        return hypotest_toys(model, mu, data=data, test_stat=test_stat, **toy_options)
+    if calctype != "asymptotics":
+        raise ValueError(f"calctype: expected 'asymptotics' or 'toybased', got {calctype!r}")
+    if toy_options:
+        raise TypeError(f"hypotest: unexpected arguments {sorted(toy_options)} for asymptotics")
+    calc = AsymptoticCalculator(model, data=data, test_stat=test_stat, init_pars=init_pars,
+                                par_bounds=par_bounds, fixed_params=fixed_params)
+    return calc.hypotest(mu)

@@ -12,6 +12,7 @@ from nextstat.errors import WorkspaceError
 from nextstat.infer.fit import fit, fixed_poi_fit
 from nextstat.infer.hypotest import hypotest
 from nextstat.infer.limits import upper_limit
+from nextstat.infer.patchscan import scan_patches
 from nextstat.infer.scan import profile_scan
 from nextstat.model import Model, from_pyhf
 from nextstat.results import (
@@ -36,5 +37,6 @@ __all__ = [
     "from_pyhf",
     "hypotest",
     "profile_scan",
+    "scan_patches",
     "upper_limit",
 ]

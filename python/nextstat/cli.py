@@ -102,7 +102,7 @@ def fit(model: Any) -> tuple[dict, str]:
 @main.command(context_settings=CONTEXT)
 @model_options
 @click.option("--mu", type=float, default=1.0, help="Tested POI value (0: discovery test).")
-@click.option("--test-stat", type=click.Choice(["q0", "q", "qtilde", "tmu", "tmu_tilde"]), default=None,
+@click.option("--test-stat", type=click.Choice(["q0", "q", "qtilde"]), default=None,
               help="Test statistic [default: q0 at mu=0, else qtilde].")
 @output_options
 def hypotest(model: Any, mu: float, test_stat: str | None) -> tuple[dict, str]:

@@ -52,7 +52,7 @@ def perturbed(model: pyhf.pdf.Model) -> np.ndarray:
     return np.clip(p, bounds[:, 0], bounds[:, 1])
 
 
-def compute(ws: dict, patches: list, what: dict) -> dict:
+def compute(ws: dict, patches: list, what: dict, old: dict) -> dict:
     workspace = pyhf.Workspace(ws)
     model = workspace.model(patches=patches) if patches else workspace.model()
     data = np.asarray(workspace.data(model))
@@ -73,12 +73,15 @@ def compute(ws: dict, patches: list, what: dict) -> dict:
         cls, tails, band = pyhf.infer.hypotest(1.0, data, model, return_tail_probs=True, return_expected_set=True)
         rec["hypotest_mu1"] = {"cls": float(cls), "clsb": float(tails[0]), "clb": float(tails[1]),
                                "cls_expected": [float(x) for x in band]}
+        # for q0 pyhf returns p0 (= CLsb) first and CLb as the tail probability
         p0, _tails, p0_exp = pyhf.infer.hypotest(0.0, data, model, test_stat="q0", return_tail_probs=True,
                                                  return_expected=True)
-        rec["discovery"] = {"p0": float(_tails[0]), "p0_expected": float(p0_exp)}
+        rec["discovery"] = {"p0": float(p0), "p0_expected": float(p0_exp)}
     except pyhf.exceptions.FailedMinimization as exc:
         rec["hypotest_failed"] = str(exc)[:200]
-    if what.get("limit"):
+    if what.get("limit") and "limit_scan" in old and old["limit_scan"]["scan"] == SCAN.tolist():
+        rec["limit_scan"] = old["limit_scan"]  # slowest part: reuse unless --force
+    elif what.get("limit"):
         obs, exp = pyhf.infer.intervals.upper_limits.upper_limit(data, model, scan=SCAN)
         rec["limit_scan"] = {"scan": SCAN.tolist(), "observed": float(obs), "expected": [float(x) for x in exp]}
     rec["seconds"] = time.time() - t0
@@ -88,6 +91,7 @@ def compute(ws: dict, patches: list, what: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=None, help="substring of the case keys to (re)compute")
+    parser.add_argument("--force", action="store_true", help="recompute limit scans already recorded")
     args = parser.parse_args()
     pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-10))
     ref = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -96,7 +100,7 @@ def main() -> None:
         if args.only and args.only not in key:
             continue
         print(key, flush=True)
-        ref[key] = compute(ws, patches, what)
+        ref[key] = compute(ws, patches, what, {} if args.force else ref.get(key, {}))
         tmp = OUT.with_suffix(".tmp")
         tmp.write_text(json.dumps(ref, indent=1, sort_keys=True))
         tmp.replace(OUT)

@@ -40,7 +40,7 @@ def _bounds(model: Model, par_bounds: Any) -> np.ndarray:
 
 
 def minimize(model: Model, data: np.ndarray, init: np.ndarray, bounds: np.ndarray, fixed: np.ndarray,
-             *, maxiter: int = 200, tol: float = 1e-12) -> tuple[np.ndarray, float, np.ndarray, int, int, float]:
+             *, maxiter: int = 200, tol: float = 1e-10) -> tuple[np.ndarray, float, np.ndarray, int, int, float]:
     """Run the compiled bounded Newton fit (no Hesse step). Returns
     (theta, nll, gradient, n_iter, status, edm); ``status`` is one of ``core.FIT_*``."""
     return core.newton_fit(init, data, np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1]),
@@ -54,29 +54,11 @@ def hesse(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray) 
     Where the Hessian is not positive definite, its eigenvalues are replaced by their absolute
     values before inverting and the flag is False.
     """
-    H = core.nll_grad_hess(theta, data, model.arrays, model.aux_arrays, True)[2]
-    free = np.flatnonzero(~fixed)
-    cov = np.zeros_like(H)
-    if free.size == 0:
-        return cov, True
-    Hf = H[np.ix_(free, free)]
-    try:
-        L = np.linalg.cholesky(Hf)
-        Linv = np.linalg.inv(L)
-        cf = Linv.T @ Linv
-        posdef = True
-    except np.linalg.LinAlgError:
-        w, V = np.linalg.eigh(Hf)
-        w = np.abs(w)
-        w[w < 1e-300] = 1e-300
-        cf = (V / w) @ V.T
-        posdef = False
-    cov[np.ix_(free, free)] = cf
-    return cov, posdef
+    return core.hesse_cov(theta, data, model.arrays, model.aux_arrays, fixed)
 
 
 def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: Any = None,
-        par_bounds: Any = None, hesse: bool = True, maxiter: int = 200, tol: float = 1e-12) -> FitResult:
+        par_bounds: Any = None, hesse: bool = True, maxiter: int = 200, tol: float = 1e-10) -> FitResult:
     """Maximum-likelihood fit: minimise ``model.nll`` over the free parameters within bounds.
 
     A bounded Newton method on the exact analytic Hessian (Gauss-Newton / Fisher-scoring

@@ -21,6 +21,10 @@ from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.model import Model
 from nextstat.results import FitResult, HypotestResult
 
+#: test statistics with asymptotic p-values (as pyhf 0.7.6); t_mu values are available from
+#: :meth:`AsymptoticCalculator.teststatistics` via ``nextstat.infer.test_statistics``.
+ASYMPTOTIC_TEST_STATS = ("q0", "q", "qtilde")
+
 #: the expected band is quoted at these background-only test-statistic values (pyhf order):
 #: +2, +1, 0, -1, -2 sigma of the test statistic = -2 ... +2 sigma of the limit.
 _BAND = (2.0, 1.0, 0.0, -1.0, -2.0)
@@ -67,7 +71,7 @@ class AsymptoticCalculator:
 
     Args:
         model: the model. data: observed data (default ``model.data``).
-        test_stat: one of ``q0``, ``q``, ``qtilde``, ``tmu``, ``tmu_tilde``.
+        test_stat: one of ``q0``, ``q``, ``qtilde``.
         init_pars, par_bounds, fixed_params: as in :func:`nextstat.fit`.
     """
 
@@ -75,8 +79,9 @@ class AsymptoticCalculator:
                  init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None):
         if model.poi_index is None:
             raise ValueError("model: a POI is required for hypothesis tests")
-        if test_stat not in ts.TEST_STATS:
-            raise ValueError(f"test_stat: expected one of {ts.TEST_STATS}, got {test_stat!r}")
+        if test_stat not in ASYMPTOTIC_TEST_STATS:
+            raise ValueError(f"test_stat: expected one of {ASYMPTOTIC_TEST_STATS} for asymptotic "
+                             f"p-values, got {test_stat!r}")
         self.model = model
         self.test_stat = test_stat
         self.data = model._data(data)
@@ -161,7 +166,7 @@ def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str 
     Args:
         model: compiled model. mu: tested POI value.
         data: main + auxiliary data (default observed).
-        test_stat: "q0", "q", "qtilde", "tmu" or "tmu_tilde".
+        test_stat: "q0", "q" or "qtilde".
         init_pars, par_bounds, fixed_params: as in :func:`nextstat.fit`.
         calctype: "asymptotics" (arXiv:1007.1727) or "toybased" (pseudo-experiments; see
             :func:`nextstat.hypotest_toys`, which receives ``toy_options``).

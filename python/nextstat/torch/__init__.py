@@ -1,11 +1,30 @@
-"""PyTorch layer of NextStat: differentiable histograms and array interoperability."""
+"""PyTorch layer of NextStat: differentiable histograms, the profiled significance as a loss,
+and array interoperability."""
 
 from __future__ import annotations
 
 from nextstat.torch.interop import as_tensor
+from nextstat.torch.significance import (
+    ProfiledSession,
+    SignificanceLoss,
+    batch_profiled_q0_loss,
+    profiled_cls_loss,
+    profiled_q0_loss,
+    profiled_qmu_loss,
+    signal_jacobian,
+    signal_jacobian_numpy,
+)
 from nextstat.torch.soft_histogram import SoftHistogram
 
 __all__ = [
+    "ProfiledSession",
+    "SignificanceLoss",
     "SoftHistogram",
     "as_tensor",
+    "batch_profiled_q0_loss",
+    "profiled_cls_loss",
+    "profiled_q0_loss",
+    "profiled_qmu_loss",
+    "signal_jacobian",
+    "signal_jacobian_numpy",
 ]

@@ -1,0 +1,244 @@
+"""Replaced sample nominals on the flat model arrays, and the compiled profiled test statistic.
+
+A *nominal replacement* swaps the nominal yields of chosen samples for new histograms (a
+network's output) without recompiling the workspace. How the replaced nominal carries the
+sample's modifiers (the convention of :mod:`nextstat.torch.significance`):
+
+* scalar factors (normfactor, lumi, normsys) multiply the new nominal unchanged;
+* histosys deltas scale with the nominal, bin by bin:
+  ``delta_new = delta * h / nom_old`` (0 where ``nom_old == 0``), i.e. the relative variation
+  of each bin is kept (for every interpolation code the delta is linear in ``(up, dn)``);
+* per-bin factors (staterror, shapesys, shapefactor) multiply the new nominal, and the
+  constraint widths of staterror and shapesys stay at their workspace values (frozen).
+
+The histogram of a sample is its nominal yields over all channels where it exists,
+concatenated in the model's channel order (channels sorted by name).
+
+Everything here is NumPy/Numba; :mod:`nextstat.engine.torch_model` builds its device index
+tensors from :class:`NominalReplacement`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from nextstat.engine import numba_core as core
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+#: statistic codes of :func:`profiled_statistic`
+STAT_Q0, STAT_QMU = 0, 1
+#: fit status returned by :func:`profiled_statistic` for a histogram with NaN or inf entries
+STATUS_NONFINITE_INPUT = -1
+
+
+@dataclass(frozen=True, eq=False)
+class NominalReplacement:
+    """Index arrays for replacing the nominals of ``samples`` (built by :func:`nominal_replacement`).
+
+    Attributes:
+        samples: replaced sample names, in the order their histograms are concatenated.
+        sizes: histogram length of each sample (its bins over the channels where it exists).
+        rep_flat: (R,) position of each replaced bin in the flat per-block storage (``nom``).
+        rep_gb: (R,) global main bin of each replaced bin.
+        nom_old: (R,) workspace nominal of each replaced bin.
+        hs_pos: (S,) positions in the histosys delta storage (``hs_up``/``hs_dn``) that belong
+            to replaced bins; ``hs_rix`` (S,) the replaced bin (0..R-1) of each.
+        unit_up, unit_dn: (S,) the deltas there divided by the old nominal (0 where it is 0).
+        unit_arrays: the model arrays with nominal 1 and unit deltas on the replaced bins: the
+            block yields they give at ``theta`` are ``d rate / d h`` on replaced bins and the
+            unchanged yields elsewhere.
+    """
+
+    samples: tuple[str, ...]
+    sizes: tuple[int, ...]
+    rep_flat: np.ndarray
+    rep_gb: np.ndarray
+    nom_old: np.ndarray
+    hs_pos: np.ndarray
+    hs_rix: np.ndarray
+    unit_up: np.ndarray
+    unit_dn: np.ndarray
+    unit_arrays: tuple
+
+    @property
+    def n_replaced(self) -> int:
+        return int(self.rep_flat.shape[0])
+
+
+def sample_flat_bins(model, sample: str) -> np.ndarray:
+    """Flat (per-block storage) positions of ``sample``'s bins, in histogram order."""
+    blk_nb, blk_off = model.arrays[1], model.arrays[2]
+    pos = [np.arange(blk_off[i], blk_off[i] + blk_nb[i]) for i, s in enumerate(model.block_sample) if s == sample]
+    if not pos:
+        raise ValueError(f"sample: expected one of {model.samples}, got {sample!r}")
+    return np.concatenate(pos).astype(np.int64)
+
+
+def nominal_replacement(model, samples: Sequence[str]) -> NominalReplacement:
+    """Precompute the index arrays replacing the nominals of ``samples`` (distinct names)."""
+    samples = tuple(samples)
+    if len(set(samples)) != len(samples):
+        raise ValueError(f"samples: expected distinct names, got {list(samples)}")
+    A = model.arrays
+    blk_b0, blk_nb, blk_off = A[0], A[1], A[2]
+    nom = A[3]
+    hs_ptr, hs_doff, hs_up, hs_dn = A[10], A[13], A[14], A[15]
+    NF = nom.shape[0]
+    flat_gb = np.empty(NF, np.int64)
+    for i in range(blk_b0.shape[0]):
+        flat_gb[blk_off[i]:blk_off[i] + blk_nb[i]] = blk_b0[i] + np.arange(blk_nb[i])
+    parts = [sample_flat_bins(model, s) for s in samples]
+    rep_flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    rix = np.full(NF, -1, np.int64)
+    rix[rep_flat] = np.arange(rep_flat.shape[0])
+    nom_old = nom[rep_flat].copy()
+
+    # histosys storage positions of replaced bins
+    pos, owner = [], []
+    for blk in range(blk_b0.shape[0]):
+        for h in range(hs_ptr[blk], hs_ptr[blk + 1]):
+            for j in range(blk_nb[blk]):
+                r = rix[blk_off[blk] + j]
+                if r >= 0:
+                    pos.append(hs_doff[h] + j)
+                    owner.append(r)
+    hs_pos = np.asarray(pos, np.int64)
+    hs_rix = np.asarray(owner, np.int64)
+    inv = np.divide(1.0, nom_old, out=np.zeros_like(nom_old), where=nom_old != 0)
+    unit_up = hs_up[hs_pos] * inv[hs_rix]
+    unit_dn = hs_dn[hs_pos] * inv[hs_rix]
+    unit_arrays = replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, np.ones(rep_flat.shape[0]))
+    return NominalReplacement(samples, tuple(int(p.shape[0]) for p in parts), rep_flat, flat_gb[rep_flat],
+                              nom_old, hs_pos, hs_rix, unit_up, unit_dn, unit_arrays)
+
+
+@njit(**_JIT)
+def replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h):
+    """The model arrays ``A`` with nominal ``h`` (R,) on the replaced bins (see module doc)."""
+    nom = A[3].copy()
+    for i in range(rep_flat.shape[0]):
+        nom[rep_flat[i]] = h[i]
+    up = A[14].copy()
+    dn = A[15].copy()
+    for i in range(hs_pos.shape[0]):
+        up[hs_pos[i]] = unit_up[i] * h[hs_rix[i]]
+        dn[hs_pos[i]] = unit_dn[i] * h[hs_rix[i]]
+    return (A[0], A[1], A[2], nom, A[4], A[5], A[6], A[7], A[8], A[9], A[10], A[11], A[12], A[13],
+            up, dn, A[16], A[17], A[18])
+
+
+@njit(**_JIT)
+def dev_term(lam, n):
+    """``lam - n - n ln(lam / n)``: a Poisson NLL term minus its saturated (theta-free) value,
+    via ``log1p`` near ``lam = n`` so that huge counts (shapesys ``tau`` ~ 1e11) keep full
+    precision; ``lam`` where ``n = 0``, ``+inf`` where ``lam <= 0 < n``."""
+    if n == 0.0:
+        return lam
+    if lam <= 0.0:
+        return np.inf
+    x = (lam - n) / n
+    if abs(x) < 0.5:
+        return n * (x - math.log1p(x))
+    return lam - n - n * math.log(lam / n)
+
+
+@njit(**_JIT)
+def constraint_dev(theta, aux, AUX):
+    """Constraint NLL minus its theta-free constant: ``z^2 / 2`` (Gaussian) and
+    :func:`dev_term` (Poisson). Differences between two points equal those of
+    ``numba_core.constraint_nll`` without its rounding noise (lgamma(1e11) ~ 2.4e12)."""
+    par, kind, sigma, tau = AUX
+    s = 0.0
+    for i in range(par.shape[0]):
+        x = theta[par[i]]
+        if kind[i] == core.AUX_GAUSS:
+            z = (x - aux[i]) / sigma[i]
+            s += 0.5 * z * z
+        else:
+            s += dev_term(x * tau[i], aux[i])
+    return s
+
+
+@njit(**_JIT)
+def _rep_coefficients(theta, A_unit, rep_flat):
+    """d rate / d h of each replaced bin at theta, (R,)."""
+    blocks = core.expected_blocks(theta, A_unit)
+    return blocks[rep_flat]
+
+
+@njit(**_JIT)
+def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A, A_unit, AUX, aux_data,
+                       main_obs, use_obs, theta_asimov, init_free, init_cond, lo, hi, fixed_free, fixed_cond,
+                       poi, mu_test, stat, maxiter, tol):
+    """Profiled test statistic and its envelope-theorem gradient for one replaced histogram.
+
+    Main data: the observed ``main_obs`` (``use_obs``) or the expected rates at
+    ``theta_asimov`` for nominal ``h``. Fits: free (from ``init_free``) and conditional at
+    POI = ``mu_test`` (from ``init_cond``), both with :func:`core.newton_fit`. With
+    ``t = 2 (NLL(mu_test, theta_hat_hat) - NLL(mu_hat, theta_hat))`` (differenced term by term:
+    the lgamma terms cancel; constraints via :func:`constraint_dev`) the statistic is ``q0 = t`` if mu_hat > 0
+    (``stat == STAT_Q0``), ``q_mu = t`` if mu_hat <= mu_test (``STAT_QMU``), else 0; negative
+    ``t`` (rounding) gives 0.
+
+    Gradient (envelope theorem: the NLL is stationary in the free parameters at both optima):
+    rates are linear in ``h`` with coefficients ``k_j = d nu / d h`` at each fixed point, so
+    ``dt/dh_r = 2 [(k2 - k1) - n_b (k2 / nu2_b - k1 / nu1_b)] - 2 ln(nu2_b / nu1_b) kA`` (last
+    term only for expected data, n_b = nu_A,b(h)); ``b`` = the global bin of ``r``.
+
+    Returns:
+        q, grad (R,), theta_free, theta_cond, status_free, status_cond, n_iter_free, n_iter_cond
+        (statuses ``core.FIT_*``, or :data:`STATUS_NONFINITE_INPUT` for both when ``h`` has a
+        NaN or inf entry).
+    """
+    R = rep_flat.shape[0]
+    for r in range(R):
+        if not np.isfinite(h[r]):
+            return np.nan, np.zeros(R), init_free.copy(), init_cond.copy(), -1, -1, 0, 0
+    A2 = replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h)
+    nb = A[18]
+    if use_obs:
+        main = main_obs.copy()
+    else:
+        main = core.expected_main(theta_asimov, A2)
+    data = np.concatenate((main, aux_data))
+    start = init_cond.copy()
+    start[poi] = mu_test
+    tf, _, _, itf, sf, _ = core.newton_fit(init_free, data, lo, hi, fixed_free, A2, AUX, maxiter, tol)
+    tc, _, _, itc, sc, _ = core.newton_fit(start, data, lo, hi, fixed_cond, A2, AUX, maxiter, tol)
+    grad = np.zeros(R)
+    if sf == core.FIT_NONFINITE or sc == core.FIT_NONFINITE:
+        return np.nan, grad, tf, tc, sf, sc, itf, itc
+    nu1 = core.expected_main(tf, A2)
+    nu2 = core.expected_main(tc, A2)
+    t = 0.0
+    lr = np.zeros(nb)
+    for b in range(nb):
+        t += nu2[b] - nu1[b]
+        if nu1[b] > 0.0 and nu2[b] > 0.0:
+            lr[b] = math.log1p((nu2[b] - nu1[b]) / nu1[b])
+        if main[b] != 0.0:
+            t -= main[b] * lr[b]
+    t = 2.0 * (t + constraint_dev(tc, aux_data, AUX) - constraint_dev(tf, aux_data, AUX))
+    mu_hat = tf[poi]
+    keep = mu_hat > 0.0 if stat == STAT_Q0 else mu_hat <= mu_test
+    if not keep or not t > 0.0:
+        return 0.0, grad, tf, tc, sf, sc, itf, itc
+    k1 = _rep_coefficients(tf, A_unit, rep_flat)
+    k2 = _rep_coefficients(tc, A_unit, rep_flat)
+    for r in range(R):
+        b = rep_gb[r]
+        v = k2[r] - k1[r]
+        if main[b] != 0.0:
+            v -= main[b] * (k2[r] / nu2[b] - k1[r] / nu1[b])
+        grad[r] = 2.0 * v
+    if not use_obs:
+        kA = _rep_coefficients(theta_asimov, A_unit, rep_flat)
+        for r in range(R):
+            grad[r] -= 2.0 * lr[rep_gb[r]] * kA[r]
+    return t, grad, tf, tc, sf, sc, itf, itc

@@ -677,6 +677,31 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
         if not exact and edm > 0.1 * prev_edm:
             exact = True
         prev_edm = edm
+        # Parameters whose full step crosses a bound go onto it (if that does not raise the
+        # NLL): the active set then holds them and the others take a proper Newton step.
+        # Without this, truncated steps approach a bound (e.g. mu -> 0) only geometrically.
+        n_snap = 0
+        n_cross = 0
+        for a in range(m):
+            i = sel[a]
+            target = theta[i]
+            if theta[i] + d[a] < lo[i] and theta[i] > lo[i]:
+                target = lo[i]
+            elif theta[i] + d[a] > hi[i] and theta[i] < hi[i]:
+                target = hi[i]
+            else:
+                continue
+            n_cross += 1
+            keep = theta[i]
+            theta[i] = target
+            fs = nll_dev(theta, data, A, AUX)
+            if np.isfinite(fs) and fs <= f:
+                f = fs
+                n_snap += 1
+            else:
+                theta[i] = keep
+        if n_snap > 0 and n_cross < m:
+            continue
         t = 1.0
         accepted = False
         trial = theta.copy()

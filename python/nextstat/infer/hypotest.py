@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
+from nextstat.engine import numba_core as core
 from nextstat.infer import test_statistics as ts
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.model import Model
@@ -102,10 +103,15 @@ class AsymptoticCalculator:
             start[self.model.poi_index] = mu
         return fit(self.model, data=data, init_pars=start, fixed_params=fixed, par_bounds=self.bounds, hesse=False)
 
+    def _nll(self, theta: np.ndarray, data: np.ndarray) -> float:
+        """NLL up to a data-dependent constant, free of pyhf-form rounding (see
+        :func:`nextstat.engine.numba_core.nll_dev`): test statistics are differences of these."""
+        return float(core.nll_dev(theta, data, self.model.arrays, self.model.aux_arrays))
+
     def observed_fits(self) -> _Fits:
         if self._obs is None:
             free = self._fit(self.data, self.init, None)
-            self._obs = _Fits(free, free.nll, float(free.bestfit[self.model.poi_index]))
+            self._obs = _Fits(free, self._nll(free.bestfit, self.data), float(free.bestfit[self.model.poi_index]))
         return self._obs
 
     def asimov_data(self) -> np.ndarray:
@@ -120,13 +126,13 @@ class AsymptoticCalculator:
         if self._asimov is None:
             data = self.asimov_data()
             free = self._fit(data, self._asimov_pars, None)
-            self._asimov = _Fits(free, free.nll, float(free.bestfit[self.model.poi_index]))
+            self._asimov = _Fits(free, self._nll(free.bestfit, data), float(free.bestfit[self.model.poi_index]))
         return self._asimov
 
     def _q(self, mu: float, fits: _Fits, data: np.ndarray) -> tuple[float, FitResult]:
         start = fits.free.bestfit.copy()
         cond = self._fit(data, start, mu)
-        return ts.statistic(self.test_stat, mu, cond.nll, fits.nll_free, fits.mu_hat), cond
+        return ts.statistic(self.test_stat, mu, self._nll(cond.bestfit, data), fits.nll_free, fits.mu_hat), cond
 
     def teststatistics(self, mu: float) -> tuple[float, float]:
         """(q_obs, q_asimov) at ``mu``."""

@@ -14,6 +14,7 @@ from nextstat.infer.hypotest import hypotest
 from nextstat.infer.limits import upper_limit
 from nextstat.infer.patchscan import scan_patches
 from nextstat.infer.scan import profile_scan
+from nextstat.infer.toys import fit_toys, hypotest_toys
 from nextstat.model import Model, from_pyhf
 from nextstat.results import (
     FitResult,
@@ -33,9 +34,11 @@ __all__ = [
     "WorkspaceError",
     "__version__",
     "fit",
+    "fit_toys",
     "fixed_poi_fit",
     "from_pyhf",
     "hypotest",
+    "hypotest_toys",
     "profile_scan",
     "scan_patches",
     "upper_limit",

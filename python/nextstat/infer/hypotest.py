@@ -182,7 +182,8 @@ def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str 
     if calctype == "toybased":
         from nextstat.infer.toys import hypotest_toys
 
-        return hypotest_toys(model, mu, data=data, test_stat=test_stat, **toy_options)
+        return hypotest_toys(model, mu, data=data, test_stat=test_stat, init_pars=init_pars,
+                             par_bounds=par_bounds, fixed_params=fixed_params, **toy_options)
     if calctype != "asymptotics":
         raise ValueError(f"calctype: expected 'asymptotics' or 'toybased', got {calctype!r}")
     if toy_options:

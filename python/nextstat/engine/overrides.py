@@ -134,38 +134,6 @@ def replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h):
 
 
 @njit(**_JIT)
-def dev_term(lam, n):
-    """``lam - n - n ln(lam / n)``: a Poisson NLL term minus its saturated (theta-free) value,
-    via ``log1p`` near ``lam = n`` so that huge counts (shapesys ``tau`` ~ 1e11) keep full
-    precision; ``lam`` where ``n = 0``, ``+inf`` where ``lam <= 0 < n``."""
-    if n == 0.0:
-        return lam
-    if lam <= 0.0:
-        return np.inf
-    x = (lam - n) / n
-    if abs(x) < 0.5:
-        return n * (x - math.log1p(x))
-    return lam - n - n * math.log(lam / n)
-
-
-@njit(**_JIT)
-def constraint_dev(theta, aux, AUX):
-    """Constraint NLL minus its theta-free constant: ``z^2 / 2`` (Gaussian) and
-    :func:`dev_term` (Poisson). Differences between two points equal those of
-    ``numba_core.constraint_nll`` without its rounding noise (lgamma(1e11) ~ 2.4e12)."""
-    par, kind, sigma, tau = AUX
-    s = 0.0
-    for i in range(par.shape[0]):
-        x = theta[par[i]]
-        if kind[i] == core.AUX_GAUSS:
-            z = (x - aux[i]) / sigma[i]
-            s += 0.5 * z * z
-        else:
-            s += dev_term(x * tau[i], aux[i])
-    return s
-
-
-@njit(**_JIT)
 def _rep_coefficients(theta, A_unit, rep_flat):
     """d rate / d h of each replaced bin at theta, (R,)."""
     blocks = core.expected_blocks(theta, A_unit)
@@ -224,7 +192,7 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
             lr[b] = math.log1p((nu2[b] - nu1[b]) / nu1[b])
         if main[b] != 0.0:
             t -= main[b] * lr[b]
-    t = 2.0 * (t + constraint_dev(tc, aux_data, AUX) - constraint_dev(tf, aux_data, AUX))
+    t = 2.0 * (t + core.constraint_dev(tc, aux_data, AUX) - core.constraint_dev(tf, aux_data, AUX))
     mu_hat = tf[poi]
     keep = mu_hat > 0.0 if stat == STAT_Q0 else mu_hat <= mu_test
     if not keep or not t > 0.0:

@@ -444,7 +444,7 @@ class TorchModel:
     @staticmethod
     def _dev(lam: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """``lam - n - n ln(lam / n)`` elementwise (``lam`` where ``n = 0``, inf where
-        ``lam <= 0 < n``), via log1p near ``lam = n``: see ``overrides.dev_term``."""
+        ``lam <= 0 < n``), via log1p near ``lam = n``: see ``numba_core.dev_term``."""
         pos = n > 0
         ok = pos & (lam > 0)
         one = torch.ones_like(lam)
@@ -468,7 +468,7 @@ class TorchModel:
         return torch.where(self._aux_gauss, gauss, self._dev(x * self._aux_tau, aux)).sum(-1)
 
     def constraint_dev(self, theta: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        """Constraint NLL minus its theta-free constant, ``[N]`` (``overrides.constraint_dev``):
+        """Constraint NLL minus its theta-free constant, ``[N]`` (``numba_core.constraint_dev``):
         differences between points equal those of :meth:`constraint_nll`, without the rounding
         noise of its lgamma terms."""
         theta = self._theta(theta)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from nextstat.engine import numba_core as core
 from nextstat.infer import test_statistics as ts
@@ -32,7 +32,7 @@ _BAND = (2.0, 1.0, 0.0, -1.0, -2.0)
 
 
 def _phi(x: float) -> float:
-    return float(norm.cdf(x))
+    return float(ndtr(x))
 
 
 def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[float, float, float]:
@@ -43,7 +43,7 @@ def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[f
     and CLb = Phi(-t).
 
     >>> clsb, clb, cls = asymptotic_pvalues(1.0, 1.0, "qtilde")
-    >>> bool(np.isclose(clsb, norm.sf(1.0)) and np.isclose(clb, 0.5))
+    >>> bool(np.isclose(clsb, ndtr(-1.0)) and np.isclose(clb, 0.5))
     True
     """
     if test_stat in ("q", "q0") or sqrt_q <= sqrt_qA or sqrt_qA == 0.0:

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 from tqdm.auto import tqdm
 
 from nextstat.engine import numba_core as core
@@ -739,8 +739,8 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
         p0_exp = None
         if return_expected:
             p0_exp = float(expected_band(q_sb, q_b)[0][2])
-        return HypotestResult(**common, p0=clsb, significance=float(norm.isf(clsb)),
-                              p0_expected=p0_exp, significance_expected=None if p0_exp is None else float(norm.isf(p0_exp)))
+        return HypotestResult(**common, p0=clsb, significance=float(-ndtri(clsb)),
+                              p0_expected=p0_exp, significance_expected=None if p0_exp is None else float(-ndtri(p0_exp)))
     if clb > 0:
         cls = clsb / clb
         cls_err = cls * math.hypot(clsb_err / clsb, clb_err / clb) if clsb > 0 else 0.0

@@ -741,33 +741,3 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
     f, g = nll_grad(theta, data, A, AUX)
     return theta, f, g, it, status, edm
 
-
-@njit(**_JIT)
-def hesse_cov(theta, data, A, AUX, fixed):
-    """Covariance = inverse of the exact Hessian over the free parameters (zero rows/columns for
-    fixed ones). Returns (cov (P, P), positive-definite flag); where the Hessian is not positive
-    definite its eigenvalues are replaced by their absolute values before inverting."""
-    _, _, H = nll_grad_hess(theta, data, A, AUX, True)
-    P = theta.shape[0]
-    free = np.flatnonzero(~fixed)
-    m = free.shape[0]
-    cov = np.zeros((P, P))
-    if m == 0:
-        return cov, True
-    Hf = np.empty((m, m))
-    for a in range(m):
-        for b in range(m):
-            Hf[a, b] = H[free[a], free[b]]
-    ok, L = _chol(Hf)
-    if ok:
-        Linv = np.linalg.inv(L)
-        cf = np.ascontiguousarray(Linv.T) @ Linv
-    else:
-        w, V = np.linalg.eigh(Hf)
-        for i in range(m):
-            w[i] = max(abs(w[i]), 1e-300)
-        cf = (V / w.reshape(1, -1)) @ np.ascontiguousarray(V.T)
-    for a in range(m):
-        for b in range(m):
-            cov[free[a], free[b]] = cf[a, b]
-    return cov, ok

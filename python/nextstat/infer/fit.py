@@ -51,10 +51,30 @@ def hesse(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray) 
     """Covariance = inverse of the exact analytic Hessian over the free parameters.
 
     Returns (covariance (P, P) with zero rows/columns for fixed parameters, positive-definite flag).
-    Where the Hessian is not positive definite, its eigenvalues are replaced by their absolute
-    values before inverting and the flag is False.
+    The inverse comes from LAPACK's Cholesky routines (``dpotrf``/``dpotri``); where the Hessian
+    is not positive definite, its eigenvalues are replaced by their absolute values before
+    inverting and the flag is False.
     """
-    return core.hesse_cov(theta, data, model.arrays, model.aux_arrays, fixed)
+    from scipy.linalg import lapack
+
+    H = core.nll_grad_hess(theta, data, model.arrays, model.aux_arrays, True)[2]
+    free = np.flatnonzero(~fixed)
+    cov = np.zeros_like(H)
+    if free.size == 0:
+        return cov, True
+    Hf = H[np.ix_(free, free)]
+    c, info = lapack.dpotrf(Hf, lower=1)
+    if info == 0:
+        inv, info = lapack.dpotri(c, lower=1)
+    if info == 0:
+        cf = np.tril(inv) + np.tril(inv, -1).T
+        posdef = True
+    else:
+        w, V = np.linalg.eigh(Hf)
+        cf = (V / np.maximum(np.abs(w), 1e-300)) @ V.T
+        posdef = False
+    cov[np.ix_(free, free)] = cf
+    return cov, posdef
 
 
 def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: Any = None,

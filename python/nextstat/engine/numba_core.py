@@ -445,19 +445,42 @@ def _rates_jac(theta, A):
 
 
 @njit(**_JIT)
-def nll_grad(theta, data, A, AUX):
-    """(nll, gradient) with the analytic Jacobian of the expected rates."""
+def _grad_parts(theta, data, A, AUX):
+    """(nll, gradient, Jacobian J (B, P), Gauss-Newton weights w = n / nu^2 (B,),
+    residual r = 1 - n / nu (B,), constraint curvature (P,)); nll = inf where undefined."""
     nb = A[18]
     P = theta.shape[0]
     nu, J = _rates_jac(theta, A)
     n = data[:nb]
-    f = _poisson_nll(nu, n)
     g = np.zeros(P)
+    dcon = np.zeros(P)
+    f = _poisson_nll(nu, n)
     if not np.isfinite(f):
-        return np.inf, g
+        return np.inf, g, J, np.zeros(nb), np.zeros(nb), dcon
     r = 1.0 - n / nu
     g += J.T @ r
-    f += constraint_nll(theta, data[nb:], AUX, g, np.zeros(0), 1)
+    w = n / (nu * nu)
+    f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
+    return f, g, J, w, r, dcon
+
+
+@njit(**_JIT)
+def _hessian(theta, J, w, r, dcon, A, exact):
+    """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
+    ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian."""
+    Jw = J * np.sqrt(w).reshape(-1, 1)
+    H = np.ascontiguousarray(Jw.T) @ Jw
+    if exact:
+        model_pass(theta, r, A, MODE_HESS2, w, J, H)
+    for i in range(H.shape[0]):
+        H[i, i] += dcon[i]
+    return H
+
+
+@njit(**_JIT)
+def nll_grad(theta, data, A, AUX):
+    """(nll, gradient) with the analytic Jacobian of the expected rates."""
+    f, g, _, _, _, _ = _grad_parts(theta, data, A, AUX)
     return f, g
 
 
@@ -466,27 +489,11 @@ def nll_grad_hess(theta, data, A, AUX, exact):
     """(nll, gradient, Hessian). ``exact=False`` gives the Gauss-Newton matrix
     J^T diag(n / nu^2) J (plus the exact constraint Hessian), which is positive semi-definite;
     ``exact=True`` adds sum_b (1 - n_b / nu_b) d^2 nu_b, the exact Hessian."""
-    nb = A[18]
-    P = theta.shape[0]
-    nu, J = _rates_jac(theta, A)
-    n = data[:nb]
-    f = _poisson_nll(nu, n)
-    g = np.zeros(P)
-    H = np.zeros((P, P))
+    f, g, J, w, r, dcon = _grad_parts(theta, data, A, AUX)
     if not np.isfinite(f):
-        return np.inf, g, H
-    r = 1.0 - n / nu
-    g += J.T @ r
-    w = n / (nu * nu)
-    Jw = J * np.sqrt(w).reshape(-1, 1)
-    H += Jw.T @ Jw
-    if exact:
-        model_pass(theta, r, A, MODE_HESS2, nu, J, H)
-    dcon = np.zeros(P)
-    f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
-    for i in range(P):
-        H[i, i] += dcon[i]
-    return f, g, H
+        P = theta.shape[0]
+        return np.inf, g, np.zeros((P, P))
+    return f, g, _hessian(theta, J, w, r, dcon, A, exact)
 
 
 @njit(**_JIT)
@@ -576,26 +583,6 @@ def _gn_solve(U, D, rhs, ridge):
 
 
 @njit(**_JIT)
-def _grad_parts(theta, data, A, AUX):
-    """nll, gradient, Jacobian J (B, P), GN weights w = n / nu^2 (B,), residual r = 1 - n / nu,
-    constraint curvature (P,)."""
-    nb = A[18]
-    P = theta.shape[0]
-    nu, J = _rates_jac(theta, A)
-    n = data[:nb]
-    g = np.zeros(P)
-    f = _poisson_nll(nu, n)
-    if not np.isfinite(f):
-        return np.inf, g, J, nu, nu, np.zeros(P)
-    r = 1.0 - n / nu
-    g += J.T @ r
-    w = n / (nu * nu)
-    dcon = np.zeros(P)
-    f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
-    return f, g, J, w, r, dcon
-
-
-@njit(**_JIT)
 def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
     """Bounded second-order minimisation of the NLL.
 
@@ -651,11 +638,7 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
         ok = False
         d = gs.copy()
         if exact:
-            Jw = J * np.sqrt(w).reshape(-1, 1)
-            H = np.ascontiguousarray(Jw.T) @ Jw
-            model_pass(theta, r, A, MODE_HESS2, w, J, H)
-            for i in range(P):
-                H[i, i] += dcon[i]
+            H = _hessian(theta, J, w, r, dcon, A, True)
             Hs = np.empty((m, m))
             for a in range(m):
                 for b in range(m):

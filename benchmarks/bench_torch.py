@@ -1,4 +1,4 @@
-"""Speed benchmark of the differentiable profiled significance (``nextstat.torch``), CPU.
+"""Speed benchmark of the differentiable profiled significance (``nextstat.torch``), CPU or CUDA.
 
 Model: one 10-bin channel built with :func:`nextstat.builders.build_workspace_from_histograms`:
 a signal and three backgrounds with 5 normsys, 4 histosys, a staterror on the backgrounds
@@ -17,6 +17,10 @@ Timed (median wall time over the repeats, after warm-up calls that absorb JIT co
    nominal signal times ``1 + 10% noise``, redrawn every call), fitted together by the batched
    PyTorch Newton fit: time per call and throughput (histograms per second).
 
+With ``--device cuda`` the loss lives on the GPU (``SignificanceLoss(device="cuda")``: histograms,
+fits and gradients stay on the device, batched PyTorch Newton fits) and the batch sizes go up
+to 16384; CUDA is synchronised before every clock reading.
+
 PyTorch intra-op threads are set with ``--threads`` (default 1: on a small shared machine the
 OpenMP thread pool of a second thread costs far more than it gains on tensors this small).
 
@@ -24,8 +28,9 @@ Usage::
 
     python benchmarks/bench_torch.py            # ~1 minute
     python benchmarks/bench_torch.py --quick
+    python benchmarks/bench_torch.py --device cuda
 
-Writes ``benchmarks/results/torch.md``.
+Writes ``benchmarks/results/torch.md`` (``torch_cuda.md`` with ``--device cuda``).
 """
 
 from __future__ import annotations
@@ -77,18 +82,33 @@ def bench_workspace() -> dict:
     )
 
 
+def synced(fn):
+    """``fn`` followed by a CUDA synchronisation when CUDA is in use (honest wall times)."""
+    if not torch.cuda.is_available():
+        return fn
+
+    def call():
+        fn()
+        torch.cuda.synchronize()
+
+    return call
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the loss runs")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    repeat = 200 if args.quick else 2000
+    cuda = args.device == "cuda"
+    repeat = (50 if args.quick else 300) if cuda else (200 if args.quick else 2000)
+    dev = torch.device(args.device)
 
     ws = bench_workspace()
     model = nextstat.from_pyhf(ws)
-    loss_fn = SignificanceLoss(model, "signal", device="cpu")
+    loss_fn = SignificanceLoss(model, "signal", device=args.device)
     nominal = np.asarray(ws["channels"][0]["samples"][0]["data"])
     n_nuis = model.n_params - 1
     rng = np.random.default_rng(0)
@@ -97,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     walk = [nominal.copy()]
     for _ in range(repeat + 100):
         walk.append(np.maximum(walk[-1] * (1.0 + rng.normal(0.0, 0.01, nominal.shape[0])), 0.1))
-    leaves = [torch.tensor(h, dtype=torch.float64, requires_grad=True) for h in walk]
+    leaves = [torch.tensor(h, dtype=torch.float64, device=dev, requires_grad=True) for h in walk]
 
     def stepper(fn):
         it = iter(leaves)
@@ -108,44 +128,49 @@ def main(argv: list[str] | None = None) -> int:
         return step
 
     def same():
-        h = torch.tensor(nominal, dtype=torch.float64, requires_grad=True)
+        h = torch.tensor(nominal, dtype=torch.float64, device=dev, requires_grad=True)
         return lambda: loss_fn(h).backward()
 
-    torch_loss = SignificanceLoss(model, "signal", device="cpu", fit_backend="torch")
     cases = [
         ("training step (new histogram each step)", stepper(loss_fn), repeat),
         ("same histogram every step", same(), repeat),
-        ("training step, fit_backend='torch' (the CUDA code path, run on CPU)", stepper(torch_loss),
-         max(10, repeat // 20)),
     ]
+    if not cuda:
+        torch_loss = SignificanceLoss(model, "signal", device="cpu", fit_backend="torch")
+        cases.append(("training step, fit_backend='torch' (the CUDA code path, run on CPU)", stepper(torch_loss),
+                      max(10, repeat // 20)))
     rows = []
     single = {}
     for name, fn, reps in cases:
-        t = timeit(fn, repeat=reps, warmup=20, budget_s=20.0)
+        t = timeit(synced(fn), repeat=reps, warmup=20, budget_s=20.0)
         single[name] = t.median_s
         rows.append([name, format_ms(t.median_s), format_ms(float(np.percentile(t.times_s, 90))), len(t.times_s)])
     table1 = markdown_table(["SignificanceLoss forward + backward", "median ms", "p90 ms", "steps"], rows)
 
     brows = []
-    for B in (1, 64, 1024):
+    for B in (1, 64, 1024, 16384) if cuda else (1, 64, 1024):
         reps = (20 if args.quick else 100) if B < 1024 else (3 if args.quick else 10)
         batches = [torch.from_numpy(nominal * (1.0 + rng.normal(0.0, 0.1, (B, nominal.shape[0])))).clamp(min=0.1)
-                   .requires_grad_(True) for _ in range(reps + 2)]
+                   .to(dev).requires_grad_(True) for _ in range(reps + 2)]
         it = iter(batches)
 
         def batch_step():
             qs = batch_profiled_q0_loss(next(it), loss_fn.session)
             torch.stack(qs).sum().backward()
 
-        t = timeit(batch_step, repeat=reps, warmup=2, budget_s=30.0)
+        t = timeit(synced(batch_step), repeat=reps, warmup=2, budget_s=30.0)
         brows.append([B, format_ms(t.median_s), f"{B / t.median_s:,.0f}", len(t.times_s)])
     table2 = markdown_table(["B", "ms per call (fwd + bwd)", "histograms / s", "calls"], brows)
 
     info = machine_info()
     train_ms = single["training step (new histogram each step)"] * 1e3
     verdict = "meets" if train_ms <= TARGET_MS else "misses"
+    where = f"CUDA ({torch.cuda.get_device_name(dev)})" if cuda else "CPU"
+    target = ("The 0.5 ms target is for the 2-core CPU (torch.md); on the GPU a single small model is "
+              "bound by kernel launches, and the batch is what the GPU is for."
+              if cuda else f"Target: <= {TARGET_MS} ms per training step: {verdict} ({train_ms:.3f} ms).")
     text = "\n".join([
-        "# Differentiable profiled significance: speed (CPU)",
+        f"# Differentiable profiled significance: speed ({where})",
         "",
         f"Model: 1 channel, 10 bins, {n_nuis} nuisance parameters + POI "
         f"(`benchmarks/bench_torch.py: bench_workspace`). Expected (Asimov) data; two profile fits per step.",
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table1,
         "",
-        f"Target: <= {TARGET_MS} ms per training step: {verdict} ({train_ms:.3f} ms).",
+        target,
         "",
         "## Batched (`batch_profiled_q0_loss`, PyTorch Newton fit, 2B fits advanced together)",
         "",
@@ -165,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(text)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "torch.md").write_text(text)
+    (args.output_dir / ("torch_cuda.md" if cuda else "torch.md")).write_text(text)
     return 0
 
 

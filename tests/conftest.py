@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nextstat import testing
+
+# JAX would otherwise take 75% of a GPU's memory at its first array, starving the CUDA tests
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "workspaces" / "simple.json"

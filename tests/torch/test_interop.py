@@ -160,6 +160,24 @@ def test_device_cuda():
     assert as_tensor(t) is t
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_arrays_shared():
+    """CuPy and JAX arrays on the GPU arrive as CUDA tensors over the same memory (DLPack)."""
+    cp = pytest.importorskip("cupy")
+    x = cp.arange(4.0)
+    t = as_tensor(x)
+    assert t.device.type == "cuda" and t.dtype == torch.float64 and t.data_ptr() == x.data.ptr
+    jax = pytest.importorskip("jax")
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus:
+        pytest.skip("JAX has no GPU backend here")
+    j = jax.device_put(np.arange(3.0, dtype=np.float32), gpus[0])
+    tj = as_tensor(j)
+    assert tj.device.type == "cuda" and tj.data_ptr() == j.unsafe_buffer_pointer()
+    assert tj.tolist() == [0.0, 1.0, 2.0]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -220,7 +238,8 @@ def test_generic_dlpack_negative_strides_copied():
 def test_jax_cpu_shared():
     jax = pytest.importorskip("jax")
     jnp = pytest.importorskip("jax.numpy")
-    x = jnp.array([10.0, 20.0, 30.0, 40.0])
+    cpu = jax.devices("cpu")[0]  # JAX's default device is a GPU where one is present
+    x = jax.device_put(jnp.array([10.0, 20.0, 30.0, 40.0]), cpu)
     t = as_tensor(x)
     assert t.device.type == "cpu"
     assert t.dtype == torch.float32  # JAX default without x64
@@ -228,10 +247,10 @@ def test_jax_cpu_shared():
     np.testing.assert_array_equal(t.numpy(), np.asarray(x))
     d = as_tensor(x).double()  # the seed's usage
     assert d.dtype == torch.float64
-    i = as_tensor(jnp.arange(3))
+    i = as_tensor(jax.device_put(jnp.arange(3), cpu))
     assert not i.is_floating_point() and i.tolist() == [0, 1, 2]
     assert as_tensor(x, dtype=torch.float64).dtype == torch.float64
-    x64 = jax.device_put(np.arange(3.0))  # float32 unless jax_enable_x64
+    x64 = jax.device_put(np.arange(3.0), cpu)  # float32 unless jax_enable_x64
     assert as_tensor(x64).data_ptr() == x64.unsafe_buffer_pointer()
 
 

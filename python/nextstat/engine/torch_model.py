@@ -110,7 +110,10 @@ class TorchModel:
         if dtype not in (torch.float64, torch.float32):
             raise ValueError(f"dtype: expected torch.float64 or torch.float32, got {dtype}")
         self.model = model
-        self.device = torch.device("cpu") if device is None else torch.device(device)
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        if dev.type != "cpu" and dev.index is None:  # "cuda" -> "cuda:0", as tensors report it
+            dev = torch.empty(0, device=dev).device
+        self.device = dev
         self.dtype = dtype
         A = model.arrays
         (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef,

@@ -137,6 +137,13 @@ def _simple_workspace() -> BenchWorkspace:
     return BenchWorkspace("simple", "pyhf simplemodel, 1 channel / 2 bins / 3 pars", spec)
 
 
+def _example_workspace() -> BenchWorkspace:
+    """The bundled example ``examples/workspaces/simple.json`` (the README's demo model)."""
+    spec = read_json(REPO_ROOT / "examples" / "workspaces" / "simple.json")
+    n = sum(len(c["data"]) for c in spec["observations"])
+    return BenchWorkspace("example", f"bundled example workspace, {n} bins", spec)
+
+
 SBOTTOM_TARBALL = "atlas-sbottom-ins1748602.tar.gz"
 SBOTTOM_SIGNAL = "sbottom_1300_850_60"
 ERJR_SIGNAL = "ERJR_200p0_100p0"
@@ -168,6 +175,7 @@ def _tttt_workspace() -> BenchWorkspace:
 
 WORKSPACE_LOADERS: dict[str, Callable[[], BenchWorkspace]] = {
     "simple": _simple_workspace,
+    "example": _example_workspace,
     "sbottom-A": lambda: _sbottom_workspace("A"),
     "sbottom-C": lambda: _sbottom_workspace("C"),
     "3l-erjr": _erjr_workspace,

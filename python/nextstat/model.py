@@ -169,6 +169,12 @@ class Model:
         self._build_arrays(normsys_code, histosys_code)
         self._build_data()
         self._check_rates()
+        # hot-path caches: the arrays packed into two buffers (cheap compiled calls), the
+        # default bounds as contiguous columns, the names as a tuple (read-only)
+        self.packed = core.pack(self.arrays, self.aux_arrays)
+        self._lo = np.ascontiguousarray(self._bounds[:, 0])
+        self._hi = np.ascontiguousarray(self._bounds[:, 1])
+        self._names = tuple(self.parameter_names)
 
     # ----------------------------------------------------------------- parameter sets
     def _register(self, table: dict, mtype: str, mod: dict, path: str, channel: str, sample: dict) -> None:

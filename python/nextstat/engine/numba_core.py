@@ -69,6 +69,10 @@ _SQRT2PI = math.sqrt(2.0 * math.pi)
 
 FIT_CONVERGED, FIT_MAXITER, FIT_LINESEARCH, FIT_NONFINITE = 0, 1, 2, 3
 
+# below these sizes plain loops beat a BLAS/LAPACK call (whose fixed cost is ~1 us)
+_SMALL_DENSE = 24  # Cholesky order, and dense Gauss-Newton solves
+_SMALL_GRAM = 20000  # bins x params^2 for J^T diag(w) J
+
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
@@ -458,7 +462,11 @@ def _grad_parts(theta, data, A, AUX):
     if not np.isfinite(f):
         return np.inf, g, J, np.zeros(nb), np.zeros(nb), dcon
     r = 1.0 - n / nu
-    g += J.T @ r
+    for b in range(nb):
+        rb = r[b]
+        if rb != 0.0:
+            for p in range(P):
+                g[p] += J[b, p] * rb
     w = n / (nu * nu)
     f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
     return f, g, J, w, r, dcon
@@ -468,8 +476,24 @@ def _grad_parts(theta, data, A, AUX):
 def _hessian(theta, J, w, r, dcon, A, exact):
     """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
     ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian."""
-    Jw = J * np.sqrt(w).reshape(-1, 1)
-    H = np.ascontiguousarray(Jw.T) @ Jw
+    B, P = J.shape
+    if B * P * P <= _SMALL_GRAM:
+        H = np.zeros((P, P))
+        for b in range(B):
+            wb = w[b]
+            if wb == 0.0:
+                continue
+            for i in range(P):
+                v = J[b, i] * wb
+                if v != 0.0:
+                    for j in range(i + 1):
+                        H[i, j] += v * J[b, j]
+        for i in range(P):
+            for j in range(i):
+                H[j, i] = H[i, j]
+    else:
+        Jw = J * np.sqrt(w).reshape(-1, 1)
+        H = np.ascontiguousarray(Jw.T) @ Jw
     if exact:
         model_pass(theta, r, A, MODE_HESS2, w, J, H)
     for i in range(H.shape[0]):
@@ -498,9 +522,27 @@ def nll_grad_hess(theta, data, A, AUX, exact):
 
 @njit(**_JIT)
 def _chol(M):
-    """LAPACK Cholesky factor of a symmetric matrix; (ok, L)."""
-    if M.shape[0] == 0:
+    """Cholesky factor of a symmetric matrix; (ok, L) with L lower, C order. Plain loops for
+    small matrices (a LAPACK call costs more than the arithmetic there), LAPACK otherwise."""
+    n = M.shape[0]
+    if n == 0:
         return True, M.copy()
+    if n <= _SMALL_DENSE:
+        L = np.zeros((n, n))
+        for j in range(n):
+            s = M[j, j]
+            for k in range(j):
+                s -= L[j, k] * L[j, k]
+            if not s > 0.0:
+                return False, M
+            d = math.sqrt(s)
+            L[j, j] = d
+            for i in range(j + 1, n):
+                t = M[i, j]
+                for k in range(j):
+                    t -= L[i, k] * L[j, k]
+                L[i, j] = t / d
+        return True, L
     try:
         L = np.linalg.cholesky(M)
     except Exception:  # noqa: BLE001 - numba raises a generic LinAlgError
@@ -526,6 +568,32 @@ def _chol_solve(L, rhs):
                 t -= L[k, i] * X2[k, c]
             X2[i, c] = t / L[i, i]
     return X
+
+
+@njit(**_JIT)
+def _gn_dense(J, w, dcon, sel, rhs, ridge):
+    """Solve (J_s^T diag(w) J_s + diag(dcon_s) + ridge I) x = rhs over the parameters ``sel``
+    with a dense Cholesky (small problems). Returns (ok, x)."""
+    m = sel.shape[0]
+    B = J.shape[0]
+    M = np.zeros((m, m))
+    for b in range(B):
+        wb = w[b]
+        if wb == 0.0:
+            continue
+        for a in range(m):
+            v = J[b, sel[a]] * wb
+            if v != 0.0:
+                for c in range(a + 1):
+                    M[a, c] += v * J[b, sel[c]]
+    for a in range(m):
+        M[a, a] += dcon[sel[a]] + ridge
+        for c in range(a):
+            M[c, a] = M[a, c]
+    ok, L = _chol(M)
+    if not ok:
+        return False, rhs.copy()
+    return True, _chol_solve(L, rhs.reshape(-1, 1))[:, 0]
 
 
 @njit(**_JIT)
@@ -583,42 +651,37 @@ def _gn_solve(U, D, rhs, ridge):
 
 
 @njit(**_JIT)
-def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
-    """Bounded second-order minimisation of the NLL.
-
-    Steps start as Gauss-Newton (Fisher-scoring-like: J^T diag(n/nu^2) J plus the exact
-    constraint curvature), solved in bin space with the Woodbury identity; once Gauss-Newton
-    converges slowly (EDM falling by less than 10x per step) or fails, steps use the exact
-    analytic Hessian (dense Cholesky), for quadratic convergence. Bounds: an active set
-    (parameters on a bound whose gradient points outward are held) plus projection; a
-    backtracking Armijo line search on the NLL.
-
-    Values are compared in the stable deviance form (:func:`nll_dev`); the returned NLL is
-    pyhf's form at the final point.
-
-    Returns:
-        theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
-    """
+def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
+    """:func:`newton_fit`, also returning the Cholesky factor ``L`` (lower, C order) of the exact
+    Hessian over all free parameters at the returned point when the last iteration computed it
+    there (a converged fit on the exact Hessian with no parameter held on a bound), else a
+    0 x 0 array: Hesse then needs no new Hessian."""
     P = theta0.shape[0]
     theta = theta0.copy()
+    n_free = 0
     for i in range(P):
         if not fixed[i]:
             theta[i] = min(max(theta[i], lo[i]), hi[i])
+            n_free += 1
     status = FIT_MAXITER
     edm = np.inf
     prev_edm = np.inf
-    f = np.inf
+    f = np.inf  # deviance form at theta (nll_dev), kept current as theta moves
+    have_f = False
     g = np.zeros(P)
     it = 0
     exact = False
     idx = np.empty(P, dtype=np.int64)
+    L_out = np.empty((0, 0))
     for it in range(1, maxiter + 1):
-        f, g, J, w, r, dcon = _grad_parts(theta, data, A, AUX)
-        if np.isfinite(f):
-            f = nll_dev(theta, data, A, AUX)
-        if not np.isfinite(f):
+        fpy, g, J, w, r, dcon = _grad_parts(theta, data, A, AUX)
+        if not np.isfinite(fpy):
             status = FIT_NONFINITE
+            f = np.inf
             break
+        if not have_f:
+            f = nll_dev(theta, data, A, AUX)
+            have_f = True
         m = 0
         for i in range(P):
             if fixed[i]:
@@ -632,11 +695,12 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
         if m == 0:
             status = FIT_CONVERGED
             edm = 0.0
-            break
+            return theta, fpy, g, it, status, edm, L_out
         sel = idx[:m]
         gs = g[sel]
         ok = False
         d = gs.copy()
+        L = np.empty((0, 0))
         if exact:
             H = _hessian(theta, J, w, r, dcon, A, True)
             Hs = np.empty((m, m))
@@ -647,25 +711,33 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
             if ok:
                 d = -_chol_solve(L, gs.reshape(-1, 1))[:, 0]
         if not ok:
-            U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
-            Ds = dcon[sel]
             mgs = -gs
             ridge = 0.0
+            dense = m <= _SMALL_DENSE or m <= J.shape[0]
+            if not dense:
+                U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
+                Ds = dcon[sel]
             for _ in range(12):
-                ok, d = _gn_solve(U, Ds, mgs, ridge)
+                if dense:
+                    ok, d = _gn_dense(J, w, dcon, sel, mgs, ridge)
+                else:
+                    ok, d = _gn_solve(U, Ds, mgs, ridge)
                 if ok:
                     break
                 ridge = 1e-10 if ridge == 0.0 else ridge * 100.0
             if not ok:
                 status = FIT_LINESEARCH
                 break
+            L = np.empty((0, 0))
         gd = 0.0
         for a in range(m):
             gd += gs[a] * d[a]
         edm = -0.5 * gd
         if edm < tol:
             status = FIT_CONVERGED
-            break
+            if m == n_free:
+                L_out = L
+            return theta, fpy, g, it, status, edm, L_out
         if not exact and edm > 0.1 * prev_edm:
             exact = True
         prev_edm = edm
@@ -717,10 +789,178 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
                 continue
             break
         theta[:] = trial
-        if f - ft < 1e-15 * max(1.0, abs(f)) and edm < 1e-8:
-            f = ft
+        tiny = f - ft < 1e-15 * max(1.0, abs(f))
+        f = ft
+        if tiny and edm < 1e-8:
             status = FIT_CONVERGED
             break
+    if status == FIT_NONFINITE:
+        return theta, np.inf, g, it, status, edm, L_out
     f, g = nll_grad(theta, data, A, AUX)
+    return theta, f, g, it, status, edm, L_out
+
+
+@njit(**_JIT)
+def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
+    """Bounded second-order minimisation of the NLL.
+
+    Steps start as Gauss-Newton (Fisher-scoring-like: J^T diag(n/nu^2) J plus the exact
+    constraint curvature), solved in bin space with the Woodbury identity; once Gauss-Newton
+    converges slowly (EDM falling by less than 10x per step) or fails, steps use the exact
+    analytic Hessian (dense Cholesky), for quadratic convergence. Bounds: an active set
+    (parameters on a bound whose gradient points outward are held) plus projection; a
+    backtracking Armijo line search on the NLL.
+
+    Values are compared in the stable deviance form (:func:`nll_dev`); the returned NLL is
+    pyhf's form at the final point.
+
+    Returns:
+        theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
+    """
+    theta, f, g, it, status, edm, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
     return theta, f, g, it, status, edm
 
+
+# ------------------------------------------------------------------------------ Hesse
+# LAPACK's SPD inverse (dpotrf + dpotri) from SciPy, bound by symbol name as gammaln above;
+# Fortran int32 arguments are passed by address (int64 values: the x86-64 / aarch64 ABIs pass
+# pointers and 64-bit integers alike).
+for _name in ("dpotrf", "dpotri"):
+    llvm.add_symbol(f"nextstat_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
+_I = types.intp
+_dpotrf = types.ExternalFunction("nextstat_dpotrf", types.void(_I, _I, _I, _I, _I))
+_dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _I))
+
+
+@njit(**_JIT)
+def _spd_inverse(a, factored):
+    """Inverse of a symmetric positive-definite matrix, in place in ``a`` (C order).
+
+    ``factored``: ``a`` already holds the lower Cholesky factor L (C order) of the matrix, else
+    ``a`` holds the (symmetric) matrix itself. Returns False where LAPACK finds it not positive
+    definite (``a`` is then garbage)."""
+    n = a.shape[0]
+    if n == 0:
+        return True
+    # C-order lower L is Fortran-order upper U = L^T (the matrix is U^T U); a symmetric matrix
+    # reads the same in either order
+    uplo = np.array([85], dtype=np.uint8)  # "U"
+    nn = np.array([n], dtype=np.int32)
+    info = np.zeros(1, dtype=np.int32)
+    if not factored:
+        _dpotrf(uplo.ctypes.data, nn.ctypes.data, a.ctypes.data, nn.ctypes.data, info.ctypes.data)
+        if info[0] != 0:
+            return False
+    _dpotri(uplo.ctypes.data, nn.ctypes.data, a.ctypes.data, nn.ctypes.data, info.ctypes.data)
+    if info[0] != 0:
+        return False
+    # the result is in Fortran's upper = C's lower triangle
+    for i in range(n):
+        for j in range(i + 1, n):
+            a[i, j] = a[j, i]
+    return True
+
+
+@njit(**_JIT)
+def hesse_cov(theta, data, fixed, A, AUX, L):
+    """Covariance = inverse of the exact analytic Hessian over the free parameters (Hesse).
+
+    ``L``: the Cholesky factor of that Hessian at ``theta`` if already known (from
+    :func:`_newton`), else a 0 x 0 array. Returns ``(cov (P, P), posdef)``: fixed parameters
+    get zero rows and columns; where the Hessian is not positive definite its eigenvalues are
+    replaced by their absolute values before inverting and ``posdef`` is False."""
+    P = theta.shape[0]
+    free = np.flatnonzero(~fixed)
+    m = free.shape[0]
+    cov = np.zeros((P, P))
+    if m == 0:
+        return cov, True
+    posdef = True
+    if L.shape[0] == m:
+        a = L.copy()
+        ok = _spd_inverse(a, True)
+        Hf = np.empty((0, 0))
+    else:
+        ok = False
+    if not ok:
+        H = nll_grad_hess(theta, data, A, AUX, True)[2]
+        Hf = np.empty((m, m))
+        for i in range(m):
+            for j in range(m):
+                Hf[i, j] = H[free[i], free[j]]
+        a = Hf.copy()
+        ok = _spd_inverse(a, False)
+        if not ok:
+            w, V = np.linalg.eigh(Hf)
+            a = (V / np.maximum(np.abs(w), 1e-300).reshape(1, -1)) @ V.T
+            posdef = False
+    for i in range(m):
+        for j in range(m):
+            cov[free[i], free[j]] = a[i, j]
+    return cov, posdef
+
+
+@njit(**_JIT)
+def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse):
+    """One call for a whole fit (the hot path of :func:`nextstat.fit`): :func:`_newton`, then
+    Hesse (reusing the final exact Hessian when the fit computed it) on packed model buffers
+    (:func:`pack`), which keeps the call overhead small for small models.
+
+    Returns theta, nll, n_iter, status, edm, covariance, errors, correlation, posdef."""
+    A, AUX = unpack(FB, IB)
+    theta, f, g, it, status, edm, L = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    P = theta.shape[0]
+    posdef = True
+    if do_hesse and np.isfinite(f):
+        cov, posdef = hesse_cov(theta, data, fixed, A, AUX, L)
+    else:
+        cov = np.zeros((P, P))
+    err = np.empty(P)
+    for i in range(P):
+        err[i] = math.sqrt(max(cov[i, i], 0.0))
+    corr = np.zeros((P, P))
+    for i in range(P):
+        for j in range(P):
+            den = err[i] * err[j]
+            if den > 0.0 and np.isfinite(den):
+                v = cov[i, j] / den
+                if np.isfinite(v):
+                    corr[i, j] = v
+        corr[i, i] = 1.0
+    return theta, f, it, status, edm, cov, err, corr, posdef
+
+
+# ------------------------------------------------------------------------------ packing
+_A_INT = (0, 1, 2, 4, 5, 6, 10, 11, 12, 13, 16, 17)  # int64 arrays of A
+_A_FLOAT = (3, 7, 8, 9, 14, 15)  # float64 arrays of A (9: sc_coef, (n, 6))
+_HDR = 1 + 15 + 9  # n_bins, 14 int array offsets + end, 8 float array offsets + end
+
+
+def pack(A, AUX):
+    """The model arrays ``A`` and ``AUX`` as two flat buffers ``(FB float64, IB int64)``.
+
+    Passing two arrays instead of 23 makes a compiled call about 3 us cheaper, which is most of
+    a small model's fit. :func:`unpack` restores the tuples (views, no copies) in compiled code.
+    """
+    ints = [np.asarray(A[k], np.int64).ravel() for k in _A_INT] + [np.asarray(AUX[k], np.int64) for k in (0, 1)]
+    floats = [np.asarray(A[k], np.float64).ravel() for k in _A_FLOAT] + [np.asarray(AUX[k], np.float64)
+                                                                       for k in (2, 3)]
+    io = _HDR + np.concatenate([[0], np.cumsum([len(x) for x in ints])])
+    fo = np.concatenate([[0], np.cumsum([len(x) for x in floats])])
+    IB = np.concatenate([[int(A[18])], io, fo, *ints]).astype(np.int64)
+    FB = np.concatenate(floats).astype(np.float64) if floats else np.zeros(0)
+    return np.ascontiguousarray(FB), np.ascontiguousarray(IB)
+
+
+@njit(**_JIT)
+def unpack(FB, IB):
+    """``(A, AUX)`` from :func:`pack`'s buffers (views)."""
+    i = IB[1:16]
+    f = IB[16:25]
+    A = (IB[i[0]:i[1]], IB[i[1]:i[2]], IB[i[2]:i[3]], FB[f[0]:f[1]],
+         IB[i[3]:i[4]], IB[i[4]:i[5]], IB[i[5]:i[6]],
+         FB[f[1]:f[2]], FB[f[2]:f[3]], FB[f[3]:f[4]].reshape(-1, 6),
+         IB[i[6]:i[7]], IB[i[7]:i[8]], IB[i[8]:i[9]], IB[i[9]:i[10]], FB[f[4]:f[5]], FB[f[5]:f[6]],
+         IB[i[10]:i[11]], IB[i[11]:i[12]], IB[0])
+    AUX = (IB[i[12]:i[13]], IB[i[13]:i[14]], FB[f[6]:f[7]], FB[f[7]:f[8]])
+    return A, AUX

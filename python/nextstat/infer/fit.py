@@ -39,42 +39,17 @@ def _bounds(model: Model, par_bounds: Any) -> np.ndarray:
     return b
 
 
-def minimize(model: Model, data: np.ndarray, init: np.ndarray, bounds: np.ndarray, fixed: np.ndarray,
-             *, maxiter: int = 200, tol: float = 1e-10) -> tuple[np.ndarray, float, np.ndarray, int, int, float]:
-    """Run the compiled bounded Newton fit (no Hesse step). Returns
-    (theta, nll, gradient, n_iter, status, edm); ``status`` is one of ``core.FIT_*``."""
-    return core.newton_fit(init, data, np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1]),
-                           fixed, model.arrays, model.aux_arrays, maxiter, tol)
-
-
 def hesse(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, bool]:
     """Covariance = inverse of the exact analytic Hessian over the free parameters.
 
     Returns (covariance (P, P) with zero rows/columns for fixed parameters, positive-definite flag).
-    The inverse comes from LAPACK's Cholesky routines (``dpotrf``/``dpotri``); where the Hessian
-    is not positive definite, its eigenvalues are replaced by their absolute values before
-    inverting and the flag is False.
+    The inverse comes from LAPACK's Cholesky routines (``dpotrf``/``dpotri``, called from the
+    compiled core: :func:`nextstat.engine.numba_core.hesse_cov`); where the Hessian is not
+    positive definite, its eigenvalues are replaced by their absolute values before inverting
+    and the flag is False.
     """
-    from scipy.linalg import lapack
-
-    H = core.nll_grad_hess(theta, data, model.arrays, model.aux_arrays, True)[2]
-    free = np.flatnonzero(~fixed)
-    cov = np.zeros_like(H)
-    if free.size == 0:
-        return cov, True
-    Hf = H[np.ix_(free, free)]
-    c, info = lapack.dpotrf(Hf, lower=1)
-    if info == 0:
-        inv, info = lapack.dpotri(c, lower=1)
-    if info == 0:
-        cf = np.tril(inv) + np.tril(inv, -1).T
-        posdef = True
-    else:
-        w, V = np.linalg.eigh(Hf)
-        cf = (V / np.maximum(np.abs(w), 1e-300)) @ V.T
-        posdef = False
-    cov[np.ix_(free, free)] = cf
-    return cov, posdef
+    return core.hesse_cov(np.ascontiguousarray(theta, dtype=np.float64), data, np.ascontiguousarray(fixed, dtype=bool),
+                          model.arrays, model.aux_arrays, np.empty((0, 0)))
 
 
 def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: Any = None,
@@ -83,7 +58,8 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
 
     A bounded Newton method on the exact analytic Hessian (Gauss-Newton / Fisher-scoring
     fallback), with analytic Jacobian of the expected rates, compiled with Numba; typically
-    3-20 iterations. The covariance is the inverse Hessian at the minimum (Hesse).
+    3-20 iterations. The covariance is the inverse Hessian at the minimum (Hesse), taken from
+    the fit's last exact-Hessian factorisation when it ended on one.
 
     Args:
         model: compiled model.
@@ -99,37 +75,26 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         FitResult. A fit that did not converge says so (``converged=False``, ``message``).
     """
     t0 = time.perf_counter()
-    d = model._data(data)
-    init = model.suggested_init() if init_pars is None else model._pars(init_pars, "init_pars").copy()
-    fixed = _fixed_mask(model, fixed_params)
-    bounds = _bounds(model, par_bounds)
-    theta, f, g, n_iter, status, edm = minimize(model, d, init, bounds, fixed, maxiter=maxiter, tol=tol)
-    return _result(model, d, theta, f, n_iter, status, edm, fixed, bounds, hesse, t0)
-
-
-def _result(model: Model, data: np.ndarray, theta: np.ndarray, f: float, n_iter: int, status: int,
-            edm: float, fixed: np.ndarray, bounds: np.ndarray, do_hesse: bool, t0: float) -> FitResult:
-    P = model.n_params
-    if do_hesse and np.isfinite(f):
-        cov, posdef = hesse(model, theta, data, fixed)
+    d = model.data if data is None else model._data(data)
+    init = model._init if init_pars is None else model._pars(init_pars, "init_pars")
+    fixed = model.fixed_params if fixed_params is None else _fixed_mask(model, fixed_params)
+    if par_bounds is None:
+        lo, hi = model._lo, model._hi
     else:
-        cov, posdef = np.zeros((P, P)), True
-    err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov / np.outer(err, err)
-    corr[~np.isfinite(corr)] = 0.0
-    np.fill_diagonal(corr, 1.0)
-    at_limit = ~fixed & ((theta <= bounds[:, 0]) | (theta >= bounds[:, 1]))
+        b = _bounds(model, par_bounds)
+        lo, hi = np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
+    theta, f, n_iter, status, edm, cov, err, corr, posdef = core.fit_with_errors(
+        init, d, lo, hi, fixed, *model.packed, maxiter, tol, hesse)
     converged = status == core.FIT_CONVERGED
     message = _MESSAGES[status]
-    if converged and do_hesse and not posdef:
+    if converged and hesse and not posdef:
         message = "converged; the Hessian is not positive definite (covariance approximated)"
     return FitResult(
         bestfit=theta, errors=err, covariance=cov, correlation=corr,
-        parameter_names=tuple(model.parameter_names), poi_index=model.poi_index,
-        nll=float(f), edm=float(edm), converged=bool(converged), n_iter=int(n_iter),
-        time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed, at_limit=at_limit,
-        posdef=posdef,
+        parameter_names=model._names, poi_index=model.poi_index,
+        nll=f, edm=edm, converged=converged, n_iter=n_iter,
+        time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed.copy(),
+        at_limit=~fixed & ((theta <= lo) | (theta >= hi)), posdef=posdef,
     )
 
 

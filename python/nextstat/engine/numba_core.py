@@ -77,8 +77,9 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_JIT)
-def scalar_factor(kind, x, hi, lo, coef):
-    """Factor f(x) and its first two derivatives for a scalar multiplicative term.
+def scalar_factor(kind, x, hi, lo, coef, deriv=True):
+    """Factor f(x) and its first two derivatives for a scalar multiplicative term (the
+    derivatives are 0 without ``deriv``, which skips them in the polynomial).
 
     code1 (pyhf interpolators/code1.py): hi^x for x > 0, lo^-x otherwise.
     code4 (pyhf interpolators/code4.py, alpha0 = 1): exponential for |x| >= 1, else the
@@ -102,6 +103,8 @@ def scalar_factor(kind, x, hi, lo, coef):
         ll = math.log(lo)
         f = math.exp(-ll * x)
         return f, -ll * f, ll * ll * f
+    if not deriv:
+        return 1.0 + x * (coef[0] + x * (coef[1] + x * (coef[2] + x * (coef[3] + x * (coef[4] + x * coef[5]))))), 0.0, 0.0
     f = 1.0
     f1 = 0.0
     f2 = 0.0
@@ -120,36 +123,74 @@ def scalar_factor(kind, x, hi, lo, coef):
 
 
 @njit(**_JIT)
-def histo_delta(code, x, up, dn):
-    """Additive histosys delta and its first two derivatives in x.
+def histo_coeffs(code, x, out):
+    """Coefficients of an additive histosys delta, which is linear in the bin's variations:
+    ``delta = out[0] up + out[1] dn``, ``d delta / dx = out[2] up + out[3] dn``,
+    ``d^2 delta / dx^2 = out[4] up + out[5] dn`` with ``up = hi - nom``, ``dn = nom - lo``.
+    One evaluation per term serves all its bins.
 
-    code0: piecewise linear. code2: pyhf 0.7.6's quadratic (note its extrapolation is
-    (x - 1)(b + 2a) for x > 1 and x (b - 2a) for x < -1, as in pyhf interpolators/code2.py).
-    code4p: 6th-order polynomial inside |x| <= 1, linear outside (pyhf interpolators/code4p.py).
+    code0: piecewise linear. code2: pyhf 0.7.6's quadratic ``a x^2 + b x`` with
+    ``a = (up - dn) / 2``, ``b = (up + dn) / 2`` inside ``|x| <= 1``; outside its extrapolation is
+    ``(x - 1)(b + 2a)`` for x > 1 and ``x (b - 2a)`` for x < -1 (pyhf interpolators/code2.py).
+    code4p: ``x (up + dn) / 2 + (up - dn) / 16 * x^2 (15 - 10 x^2 + 3 x^4)`` inside, linear
+    outside (pyhf interpolators/code4p.py).
     """
+    for i in range(6):
+        out[i] = 0.0
     if code == HS_CODE0:
         if x > 0.0:
-            return x * up, up, 0.0
-        return x * dn, dn, 0.0
+            out[0] = x
+            out[2] = 1.0
+        else:
+            out[1] = x
+            out[3] = 1.0
+        return
     if code == HS_CODE2:
-        a = 0.5 * (up - dn)
-        b = 0.5 * (up + dn)
         if x > 1.0:
-            return (x - 1.0) * (b + 2.0 * a), b + 2.0 * a, 0.0
-        if x >= -1.0:
-            return a * x * x + b * x, 2.0 * a * x + b, 2.0 * a
-        return x * (b - 2.0 * a), b - 2.0 * a, 0.0
+            out[0] = 1.5 * (x - 1.0)
+            out[1] = -0.5 * (x - 1.0)
+            out[2] = 1.5
+            out[3] = -0.5
+        elif x >= -1.0:
+            out[0] = 0.5 * x * x + 0.5 * x
+            out[1] = -0.5 * x * x + 0.5 * x
+            out[2] = x + 0.5
+            out[3] = -x + 0.5
+            out[4] = 1.0
+            out[5] = -1.0
+        else:
+            out[0] = -0.5 * x
+            out[1] = 1.5 * x
+            out[2] = -0.5
+            out[3] = 1.5
+        return
     if x > 1.0:
-        return x * up, up, 0.0
+        out[0] = x
+        out[2] = 1.0
+        return
     if x < -1.0:
-        return x * dn, dn, 0.0
-    s = 0.5 * (up + dn)
-    aa = 0.0625 * (up - dn)
+        out[1] = x
+        out[3] = 1.0
+        return
     x2 = x * x
-    d = x * s + aa * x2 * (15.0 + x2 * (-10.0 + 3.0 * x2))
-    d1 = s + aa * x * (30.0 + x2 * (-40.0 + 18.0 * x2))
-    d2 = aa * (30.0 + x2 * (-120.0 + 90.0 * x2))
-    return d, d1, d2
+    q0 = 0.0625 * x2 * (15.0 + x2 * (-10.0 + 3.0 * x2))
+    q1 = 0.0625 * x * (30.0 + x2 * (-40.0 + 18.0 * x2))
+    q2 = 0.0625 * (30.0 + x2 * (-120.0 + 90.0 * x2))
+    out[0] = 0.5 * x + q0
+    out[1] = 0.5 * x - q0
+    out[2] = 0.5 + q1
+    out[3] = 0.5 - q1
+    out[4] = q2
+    out[5] = -q2
+
+
+@njit(**_JIT)
+def histo_delta(code, x, up, dn):
+    """Additive histosys delta of one bin and its first two derivatives in x
+    (:func:`histo_coeffs`)."""
+    c = np.empty(6)
+    histo_coeffs(code, x, c)
+    return c[0] * up + c[1] * dn, c[2] * up + c[3] * dn, c[4] * up + c[5] * dn
 
 
 @njit(**_JIT)
@@ -173,8 +214,14 @@ def _excl2(pnz, nz, fa, fb):
 
 @njit(**_JIT)
 def _sym_add(H, a, b, v):
-    H[a, b] += v
-    H[b, a] += v
+    """Add v to H[a, b] and H[b, a], storing into the lower triangle only (the caller mirrors
+    it): 2 v on the diagonal when a == b."""
+    if a > b:
+        H[a, b] += v
+    elif b > a:
+        H[b, a] += v
+    else:
+        H[a, a] += 2.0 * v
 
 
 @njit(**_JIT)
@@ -182,16 +229,20 @@ def model_pass(theta, r, A, mode, out, J, H):
     """One pass over all blocks.
 
     mode MODE_RATES: out[b] += nu_b; MODE_JAC: also J[b, p] += d nu_b / d theta_p;
-    MODE_HESS2: H += sum_b r_b d^2 nu_b / d theta d theta^T; MODE_BLOCKS: out[flat] = nu per block.
+    MODE_HESS2: H += sum_b r_b d^2 nu_b / d theta d theta^T, into the lower triangle of H
+    only (the caller mirrors it); MODE_BLOCKS: out[flat] = nu per block.
     """
     (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef,
      hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn, pb_ptr, pb_par, n_bins) = A
     nblk = blk_b0.shape[0]
     maxnb = 1
     maxk = 1
+    maxh = 1
     for i in range(nblk):
         maxnb = max(maxnb, blk_nb[i])
         maxk = max(maxk, sc_ptr[i + 1] - sc_ptr[i])
+        maxh = max(maxh, hs_ptr[i + 1] - hs_ptr[i])
+    hc = np.empty((maxh, 6))  # histo_coeffs of the block's histosys terms
     base = np.empty(maxnb)
     G = np.empty(maxnb)
     Gp = np.empty(maxnb)
@@ -200,6 +251,7 @@ def model_pass(theta, r, A, mode, out, J, H):
     f1 = np.empty(maxk)
     f2 = np.empty(maxk)
     fx = np.empty(maxk)  # product of the other scalar factors times f1
+    deriv = mode == MODE_JAC or mode == MODE_HESS2
 
     for blk in range(nblk):
         b0 = blk_b0[blk]
@@ -211,7 +263,7 @@ def model_pass(theta, r, A, mode, out, J, H):
         pnz = 1.0
         for k in range(nk):
             t = k0 + k
-            a, b, c = scalar_factor(sc_kind[t], theta[sc_par[t]], sc_hi[t], sc_lo[t], sc_coef[t])
+            a, b, c = scalar_factor(sc_kind[t], theta[sc_par[t]], sc_hi[t], sc_lo[t], sc_coef[t], deriv)
             f0[k] = a
             f1[k] = b
             f2[k] = c
@@ -225,11 +277,16 @@ def model_pass(theta, r, A, mode, out, J, H):
         h0 = hs_ptr[blk]
         h1 = hs_ptr[blk + 1]
         for j in range(nb):
-            bj = nom[off + j]
-            for h in range(h0, h1):
-                d, _, _ = histo_delta(hs_code[h], theta[hs_par[h]], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
-                bj += d
-            base[j] = bj
+            base[j] = nom[off + j]
+        for h in range(h0, h1):
+            c = hc[h - h0]
+            histo_coeffs(hs_code[h], theta[hs_par[h]], c)
+            cu = c[0]
+            cd = c[1]
+            o = hs_doff[h]
+            for j in range(nb):
+                base[j] += cu * hs_up[o + j] + cd * hs_dn[o + j]
+        for j in range(nb):
             gz = 0
             gp = 1.0
             for q in range(pb_ptr[off + j], pb_ptr[off + j + 1]):
@@ -257,9 +314,12 @@ def model_pass(theta, r, A, mode, out, J, H):
                         J[b0 + j, p] += base[j] * G[j] * fx[k]
             for h in range(h0, h1):
                 p = hs_par[h]
+                c = hc[h - h0]
+                cu = c[2] * F
+                cd = c[3] * F
+                o = hs_doff[h]
                 for j in range(nb):
-                    _, d1, _ = histo_delta(hs_code[h], theta[p], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
-                    J[b0 + j, p] += d1 * F * G[j]
+                    J[b0 + j, p] += (cu * hs_up[o + j] + cd * hs_dn[o + j]) * G[j]
             for j in range(nb):
                 for q in range(pb_ptr[off + j], pb_ptr[off + j + 1]):
                     p = pb_par[q]
@@ -268,24 +328,42 @@ def model_pass(theta, r, A, mode, out, J, H):
             R1 = 0.0
             for j in range(nb):
                 R1 += r[b0 + j] * base[j] * G[j]
-            # scalar x scalar
+            # scalar x scalar: R1 * prod_{i != k, l} f_i * f1_k * f1_l, which without vanishing
+            # factors is (R1 * F) * u_k * u_l with u = f1 / f0 (one multiply per pair)
             for k in range(nk):
                 pk = sc_par[k0 + k]
                 if f2[k] != 0.0:
                     H[pk, pk] += R1 * _excl1(pnz, nz, f0[k]) * f2[k]
-                for l in range(k + 1, nk):
-                    v = R1 * _excl2(pnz, nz, f0[k], f0[l]) * f1[k] * f1[l]
-                    if v != 0.0:
-                        _sym_add(H, pk, sc_par[k0 + l], v)
+            if nz == 0:
+                c = R1 * F
+                for k in range(nk):  # f1, f2 are free to reuse from here on
+                    f2[k] = f1[k] / f0[k]
+                    f1[k] = c * f2[k]
+                for k in range(nk):
+                    vk = f1[k]
+                    if vk == 0.0:
+                        continue
+                    pk = sc_par[k0 + k]
+                    for l in range(k + 1, nk):
+                        _sym_add(H, pk, sc_par[k0 + l], vk * f2[l])
+            else:
+                for k in range(nk):
+                    pk = sc_par[k0 + k]
+                    for l in range(k + 1, nk):
+                        v = R1 * _excl2(pnz, nz, f0[k], f0[l]) * f1[k] * f1[l]
+                        if v != 0.0:
+                            _sym_add(H, pk, sc_par[k0 + l], v)
             # histosys x (histosys itself, scalar)
             for h in range(h0, h1):
                 ph = hs_par[h]
                 S1 = 0.0
                 S2 = 0.0
+                c = hc[h - h0]
+                o = hs_doff[h]
                 for j in range(nb):
-                    _, d1, d2 = histo_delta(hs_code[h], theta[ph], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
-                    S1 += r[b0 + j] * d1 * G[j]
-                    S2 += r[b0 + j] * d2 * G[j]
+                    rg = r[b0 + j] * G[j]
+                    S1 += rg * (c[2] * hs_up[o + j] + c[3] * hs_dn[o + j])
+                    S2 += rg * (c[4] * hs_up[o + j] + c[5] * hs_dn[o + j])
                 H[ph, ph] += S2 * F
                 for k in range(nk):
                     if fx[k] != 0.0:
@@ -304,9 +382,10 @@ def model_pass(theta, r, A, mode, out, J, H):
                         if fx[k] != 0.0:
                             _sym_add(H, pq, sc_par[k0 + k], rj * base[j] * Gq * fx[k])
                     for h in range(h0, h1):
-                        ph = hs_par[h]
-                        _, d1, _ = histo_delta(hs_code[h], theta[ph], hs_up[hs_doff[h] + j], hs_dn[hs_doff[h] + j])
-                        _sym_add(H, pq, ph, rj * d1 * F * Gq)
+                        c = hc[h - h0]
+                        o = hs_doff[h] + j
+                        d1 = c[2] * hs_up[o] + c[3] * hs_dn[o]
+                        _sym_add(H, pq, hs_par[h], rj * d1 * F * Gq)
                     for q2 in range(q + 1, q1):
                         pq2 = pb_par[q2]
                         v = rj * base[j] * F * _excl2(Gp[j], Gz[j], theta[pq], theta[pq2])
@@ -496,6 +575,9 @@ def _hessian(theta, J, w, r, dcon, A, exact):
         H = np.ascontiguousarray(Jw.T) @ Jw
     if exact:
         model_pass(theta, r, A, MODE_HESS2, w, J, H)
+        for i in range(P):
+            for j in range(i):
+                H[j, i] = H[i, j]
     for i in range(H.shape[0]):
         H[i, i] += dcon[i]
     return H
@@ -651,11 +733,39 @@ def _gn_solve(U, D, rhs, ridge):
 
 
 @njit(**_JIT)
+def _gn_direction(J, w, dcon, sel, gs):
+    """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``): dense Cholesky for
+    small problems, else in bin space (:func:`_gn_solve`); a growing ridge where the matrix is
+    singular. Returns (ok, d)."""
+    m = sel.shape[0]
+    mgs = -gs
+    dense = m <= _SMALL_DENSE or m <= J.shape[0]
+    if dense:
+        U = np.empty((0, 0))
+        Ds = np.empty(0)
+    else:
+        U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
+        Ds = dcon[sel]
+    ridge = 0.0
+    for _ in range(12):
+        if dense:
+            ok, d = _gn_dense(J, w, dcon, sel, mgs, ridge)
+        else:
+            ok, d = _gn_solve(U, Ds, mgs, ridge)
+        if ok:
+            return True, d
+        ridge = 1e-10 if ridge == 0.0 else ridge * 100.0
+    return False, mgs
+
+
+@njit(**_JIT)
 def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
     """:func:`newton_fit`, also returning the Cholesky factor ``L`` (lower, C order) of the exact
     Hessian over all free parameters at the returned point when the last iteration computed it
     there (a converged fit on the exact Hessian with no parameter held on a bound), else a
-    0 x 0 array: Hesse then needs no new Hessian."""
+    0 x 0 array: Hesse then needs no new Hessian; and :func:`nll_dev` at the returned point.
+
+    Returns theta, nll, gradient, n_iter, status, edm, L, nll_dev."""
     P = theta0.shape[0]
     theta = theta0.copy()
     n_free = 0
@@ -695,13 +805,22 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
         if m == 0:
             status = FIT_CONVERGED
             edm = 0.0
-            return theta, fpy, g, it, status, edm, L_out
+            return theta, fpy, g, it, status, edm, L_out, f
         sel = idx[:m]
         gs = g[sel]
         ok = False
         d = gs.copy()
         L = np.empty((0, 0))
         if exact:
+            # a cheap certificate first: where the Gauss-Newton EDM is already below tol the
+            # fit has converged without the exact Hessian (Hesse, if wanted, builds it then)
+            ok_gn, d_gn = _gn_direction(J, w, dcon, sel, gs)
+            if ok_gn:
+                edm_gn = 0.0
+                for a in range(m):
+                    edm_gn -= 0.5 * gs[a] * d_gn[a]
+                if edm_gn < tol:
+                    return theta, fpy, g, it, FIT_CONVERGED, edm_gn, L_out, f
             H = _hessian(theta, J, w, r, dcon, A, True)
             Hs = np.empty((m, m))
             for a in range(m):
@@ -711,20 +830,7 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
             if ok:
                 d = -_chol_solve(L, gs.reshape(-1, 1))[:, 0]
         if not ok:
-            mgs = -gs
-            ridge = 0.0
-            dense = m <= _SMALL_DENSE or m <= J.shape[0]
-            if not dense:
-                U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
-                Ds = dcon[sel]
-            for _ in range(12):
-                if dense:
-                    ok, d = _gn_dense(J, w, dcon, sel, mgs, ridge)
-                else:
-                    ok, d = _gn_solve(U, Ds, mgs, ridge)
-                if ok:
-                    break
-                ridge = 1e-10 if ridge == 0.0 else ridge * 100.0
+            ok, d = _gn_direction(J, w, dcon, sel, gs)
             if not ok:
                 status = FIT_LINESEARCH
                 break
@@ -737,7 +843,7 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
             status = FIT_CONVERGED
             if m == n_free:
                 L_out = L
-            return theta, fpy, g, it, status, edm, L_out
+            return theta, fpy, g, it, status, edm, L_out, f
         if not exact and edm > 0.1 * prev_edm:
             exact = True
         prev_edm = edm
@@ -795,9 +901,9 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
             status = FIT_CONVERGED
             break
     if status == FIT_NONFINITE:
-        return theta, np.inf, g, it, status, edm, L_out
-    f, g = nll_grad(theta, data, A, AUX)
-    return theta, f, g, it, status, edm, L_out
+        return theta, np.inf, g, it, status, edm, L_out, np.inf
+    fpy, g = nll_grad(theta, data, A, AUX)
+    return theta, fpy, g, it, status, edm, L_out, f
 
 
 @njit(**_JIT)
@@ -817,7 +923,7 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
     Returns:
         theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
     """
-    theta, f, g, it, status, edm, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    theta, f, g, it, status, edm, _, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
     return theta, f, g, it, status, edm
 
 
@@ -908,7 +1014,7 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
 
     Returns theta, nll, n_iter, status, edm, covariance, errors, correlation, posdef."""
     A, AUX = unpack(FB, IB)
-    theta, f, g, it, status, edm, L = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    theta, f, g, it, status, edm, L, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
     P = theta.shape[0]
     posdef = True
     if do_hesse and np.isfinite(f):
@@ -928,6 +1034,30 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
                     corr[i, j] = v
         corr[i, i] = 1.0
     return theta, f, it, status, edm, cov, err, corr, posdef
+
+
+@njit(**_JIT)
+def fit_dev(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol):
+    """A fit without Hesse on packed buffers, for test statistics: returns theta, nll (pyhf's
+    form), :func:`nll_dev` (the cancellation-free form), status, n_iter, edm."""
+    A, AUX = unpack(FB, IB)
+    theta, f, _, it, status, edm, _, dev = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    return theta, f, dev, status, it, edm
+
+
+@njit(**_JIT)
+def expected_data(theta, FB, IB):
+    """Expected main rates then expected auxiliary data (theta for Gaussian constraints,
+    tau * gamma for Poisson ones), pyhf's order; packed buffers."""
+    A, AUX = unpack(FB, IB)
+    par, kind, _, tau = AUX
+    nb = A[18]
+    out = np.empty(nb + par.shape[0])
+    out[:nb] = expected_main(theta, A)
+    for i in range(par.shape[0]):
+        x = theta[par[i]]
+        out[nb + i] = x if kind[i] == AUX_GAUSS else x * tau[i]
+    return out
 
 
 # ------------------------------------------------------------------------------ packing

@@ -69,8 +69,7 @@ def hypotest_patch(background: Mapping[str, Any], patch: Sequence[Mapping[str, A
     q_obs, cond_obs = calc._q(mu, observed, calc.data)
     asimov = calc.asimov_fits()
     q_asimov, cond_asimov = calc._q(mu, asimov, calc.asimov_data())
-    # the Asimov-generating fit is not kept by the calculator: redo it (deterministic, one fit)
-    generating = calc._fit(calc.data, observed.free.bestfit, calc.asimov_mu)
+    generating = calc.generating_fit()
     _, _, cls = asymptotic_pvalues(math.sqrt(q_obs), math.sqrt(q_asimov), test_stat)
     band = expected_cls(math.sqrt(q_asimov))
     row: dict[str, float | bool] = {"cls_obs": float(cls)}

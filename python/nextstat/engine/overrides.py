@@ -210,3 +210,208 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
         for r in range(R):
             grad[r] -= 2.0 * lr[rep_gb[r]] * kA[r]
     return t, grad, tf, tc, sf, sc, itf, itc
+
+
+@njit(**_JIT)
+def expected_auxdata(theta, AUX):
+    """Expected auxiliary data at ``theta`` (as ``Model.expected_auxdata``): the parameter for a
+    Gaussian constraint, ``tau * gamma`` for a Poisson one."""
+    par, kind, _, tau = AUX
+    out = np.empty(par.shape[0])
+    for i in range(par.shape[0]):
+        x = theta[par[i]]
+        out[i] = x if kind[i] == core.AUX_GAUSS else x * tau[i]
+    return out
+
+
+@njit(**_JIT)
+def _flat_layout(A):
+    """``A`` with every flat (per-block) bin as its own main bin: rates and Jacobians of these
+    arrays are per block bin (``blk_b0 = blk_off``, ``n_bins`` = number of flat bins)."""
+    return (A[2], A[1], A[2], A[3], A[4], A[5], A[6], A[7], A[8], A[9], A[10], A[11], A[12], A[13],
+            A[14], A[15], A[16], A[17], np.int64(A[3].shape[0]))
+
+
+@njit(**_JIT)
+def newton_polish(theta, data, lo, hi, fixed, A, AUX):
+    """One exact Newton step from a converged fit over the free parameters (not fixed, not on a
+    bound), taken when it stays inside the bounds and the EDM is below 1e-8 (the quadratic
+    region): a fit stopped at EDM < tol is off by ~sqrt(tol) in the parameters, and one step
+    squares that. For a statistic that depends on the fitted parameters at first order
+    (the Asimov data), not only through a stationary NLL."""
+    P = theta.shape[0]
+    _, g, H = core.nll_grad_hess(theta, data, A, AUX, True)
+    idx = np.empty(P, np.int64)
+    m = 0
+    for i in range(P):
+        if not fixed[i] and lo[i] < theta[i] < hi[i]:
+            idx[m] = i
+            m += 1
+    out = theta.copy()
+    if m == 0:
+        return out
+    sel = idx[:m]
+    Hs = np.empty((m, m))
+    gs = np.empty((m, 1))
+    for a in range(m):
+        gs[a, 0] = g[sel[a]]
+        for c in range(m):
+            Hs[a, c] = H[sel[a], sel[c]]
+    ok, L = core._chol(Hs)
+    if not ok:
+        return out
+    d = core._chol_solve(L, gs)[:, 0]
+    edm = 0.0
+    for a in range(m):
+        edm += 0.5 * gs[a, 0] * d[a]
+        out[sel[a]] -= d[a]
+        if not lo[sel[a]] < out[sel[a]] < hi[sel[a]]:
+            return theta.copy()
+    if not edm < 1e-8:
+        return theta.copy()
+    return out
+
+
+@njit(**_JIT)
+def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A, A_unit, AUX, aux_obs,
+                            main_obs, init_free, init_cond, init_asimov, init_acond, lo, hi, fixed_free,
+                            fixed_cond, poi, mu_test, maxiter, tol):
+    """Observed and Asimov ``q~_mu`` of the observed asymptotic CLs, and their gradients in ``h``.
+
+    As :class:`nextstat.infer.hypotest.AsymptoticCalculator` (pyhf's ``AsymptoticCalculator``,
+    arXiv:1007.1727 sec. 3.8) for the model whose replaced nominals are ``h``:
+
+    1. ``q_obs``: :func:`profiled_statistic` (``STAT_QMU``) on the observed data
+       ``(main_obs, aux_obs)``; gradient by the envelope theorem (the data do not depend on h).
+    2. ``theta_A``: the conditional fit at POI = 0 on the observed data (from ``init_asimov``),
+       refined by :func:`newton_polish` (``q_A`` depends on ``theta_A`` at first order); the
+       Asimov data are ``D_A = (nu(theta_A; h), expected_auxdata(theta_A))``.
+    3. ``q_A``: :func:`profiled_statistic` on ``D_A`` (free fit from ``theta_A``, conditional
+       fit at ``mu_test`` from ``init_acond``). Its gradient is the envelope part at fixed data
+       plus ``2 w . dD_A/dh``, with ``w = d[NLL(theta_c) - NLL(theta_f)]/dD`` (main bins
+       ``-ln(nu_c / nu_f)``; Gaussian aux ``-(x_c - x_f) / sigma^2``; Poisson aux
+       ``-ln(x_c / x_f)``) and ``dD_A/dh = d nu/dh|_theta_A + Jext dtheta_A/dh``, where ``Jext``
+       is the Jacobian of ``(nu, expected_auxdata)`` at ``theta_A`` and (implicit function
+       theorem at the optimum) ``dtheta_A/dh = -H^-1 d^2 NLL_obs / (d theta d h)`` over the free
+       parameters (not fixed, POI fixed, not on a bound; the others do not move), ``H`` the exact
+       Hessian there. With the adjoint ``z = H^-1 Jext^T w``:
+       ``-z^T d^2 NLL_obs/(d theta d h_r) = -[(1 - n_b/nu_b) (dk_r/dtheta . z)
+       + (n_b / nu_b^2) k_r (J z)_b]`` (``k_r = d nu_b / d h_r`` at theta_A, ``J`` the rate
+       Jacobian, ``n`` the observed main data, ``b`` the main bin of ``r``).
+
+    Returns:
+        q_obs, grad_obs (R,), q_A, grad_A (R,), thetas (5, P) (observed free, observed
+        conditional at mu_test, theta_A, Asimov free, Asimov conditional), statuses (5,)
+        (``core.FIT_*``; :data:`STATUS_NONFINITE_INPUT` for all when ``h`` has a NaN or inf).
+        Gradients are 0 where the statistic is clipped to 0; q values are NaN after a fit with a
+        non-finite NLL.
+    """
+    R = rep_flat.shape[0]
+    P = init_free.shape[0]
+    thetas = np.empty((5, P))
+    thetas[0] = init_free
+    thetas[1] = init_cond
+    thetas[2] = init_asimov
+    thetas[3] = init_asimov
+    thetas[4] = init_acond
+    status = np.full(5, core.FIT_MAXITER, np.int64)
+    g_a = np.zeros(R)
+    q, g_q, tf, tc, sf, sc, _, _ = profiled_statistic(
+        h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A, A_unit, AUX, aux_obs, main_obs, True,
+        init_free, init_free, init_cond, lo, hi, fixed_free, fixed_cond, poi, mu_test, STAT_QMU, maxiter, tol)
+    status[0] = sf
+    status[1] = sc
+    if sf == STATUS_NONFINITE_INPUT:
+        status[:] = STATUS_NONFINITE_INPUT
+        return np.nan, g_q, np.nan, g_a, thetas, status
+    thetas[0] = tf
+    thetas[1] = tc
+    if sf == core.FIT_NONFINITE or sc == core.FIT_NONFINITE:
+        return np.nan, g_q, np.nan, g_a, thetas, status
+    A2 = replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h)
+    nb = A[18]
+    data_obs = np.concatenate((main_obs, aux_obs))
+    start = init_asimov.copy()
+    start[poi] = 0.0
+    t_a, _, _, _, s_a, _ = core.newton_fit(start, data_obs, lo, hi, fixed_cond, A2, AUX, maxiter, tol)
+    if s_a == core.FIT_CONVERGED:
+        t_a = newton_polish(t_a, data_obs, lo, hi, fixed_cond, A2, AUX)
+    thetas[2] = t_a
+    status[2] = s_a
+    if s_a == core.FIT_NONFINITE:
+        return q, g_q, np.nan, g_a, thetas, status
+    main_a = core.expected_main(t_a, A2)
+    aux_a = expected_auxdata(t_a, AUX)
+    qa, g_a, t_af, t_ac, s_af, s_ac, _, _ = profiled_statistic(
+        h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A, A_unit, AUX, aux_a, main_a, True,
+        t_a, t_a, init_acond, lo, hi, fixed_free, fixed_cond, poi, mu_test, STAT_QMU, maxiter, tol)
+    thetas[3] = t_af
+    thetas[4] = t_ac
+    status[3] = s_af
+    status[4] = s_ac
+    if not qa > 0.0:
+        return q, g_q, qa, g_a, thetas, status
+    # --- dependence of the Asimov data on h
+    nu_f = core.expected_main(t_af, A2)
+    nu_c = core.expected_main(t_ac, A2)
+    w = np.zeros(nb)
+    for b in range(nb):
+        if nu_f[b] > 0.0 and nu_c[b] > 0.0:
+            w[b] = -math.log1p((nu_c[b] - nu_f[b]) / nu_f[b])
+    k_a = _rep_coefficients(t_a, A_unit, rep_flat)
+    for r in range(R):
+        g_a[r] += 2.0 * w[rep_gb[r]] * k_a[r]
+    nu_a, J = core._rates_jac(t_a, A2)
+    u = np.ascontiguousarray(J.T) @ w
+    par, kind, sigma, tau = AUX
+    for i in range(par.shape[0]):
+        p = par[i]
+        xc = t_ac[p]
+        xf = t_af[p]
+        if kind[i] == core.AUX_GAUSS:
+            u[p] -= (xc - xf) / (sigma[i] * sigma[i])
+        elif xc > 0.0 and xf > 0.0:
+            u[p] -= math.log(xc / xf) * tau[i]
+    idx = np.empty(P, np.int64)
+    m = 0
+    for i in range(P):
+        if not fixed_cond[i] and lo[i] < t_a[i] < hi[i]:
+            idx[m] = i
+            m += 1
+    sel = idx[:m]
+    nonzero = False
+    for a in range(m):
+        if u[sel[a]] != 0.0:
+            nonzero = True
+    if not nonzero:
+        return q, g_q, qa, g_a, thetas, status
+    _, _, H = core.nll_grad_hess(t_a, data_obs, A2, AUX, True)
+    Hs = np.empty((m, m))
+    us = np.empty((m, 1))
+    for a in range(m):
+        us[a, 0] = u[sel[a]]
+        for c in range(m):
+            Hs[a, c] = H[sel[a], sel[c]]
+    ok, L = core._chol(Hs)
+    if ok:
+        zs = core._chol_solve(L, us)[:, 0]
+    else:  # singular (a direction the likelihood does not constrain): minimum-norm solution
+        zs = (np.linalg.pinv(Hs) @ us)[:, 0]
+    z = np.zeros(P)
+    for a in range(m):
+        z[sel[a]] = zs[a]
+    jz = J @ z
+    _, Jf = core._rates_jac(t_a, _flat_layout(A_unit))
+    for r in range(R):
+        f = rep_flat[r]
+        b = rep_gb[r]
+        dk = 0.0
+        for p in range(P):
+            dk += Jf[f, p] * z[p]
+        n = main_obs[b]
+        if n != 0.0:
+            v = (1.0 - n / nu_a[b]) * dk + n / (nu_a[b] * nu_a[b]) * k_a[r] * jz[b]
+        else:
+            v = dk
+        g_a[r] -= 2.0 * v
+    return q, g_q, qa, g_a, thetas, status

@@ -172,7 +172,9 @@ def test_torch_fitter_matches_cpu_fits(all_mods):
     theta, nll, conv, n_iter = fitter.fit(res.toy_data, np.tile(pars, (12, 1)), model.fixed_params, done.append)
     assert conv.all() and sum(done) == 12 and n_iter.dtype == np.int64
     np.testing.assert_allclose(nll, res.nll, rtol=1e-10)
-    np.testing.assert_allclose(theta, res.bestfit, atol=1e-6)
+    # both stop at EDM < 1e-10, which pins each parameter to ~1e-5 of its error (the CPU fit
+    # may certify convergence with the Gauss-Newton EDM before a last exact step)
+    np.testing.assert_allclose(theta, res.bestfit, atol=5e-5)
 
 
 @pytest.mark.cuda

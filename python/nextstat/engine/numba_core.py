@@ -72,6 +72,7 @@ FIT_CONVERGED, FIT_MAXITER, FIT_LINESEARCH, FIT_NONFINITE = 0, 1, 2, 3
 # below these sizes plain loops beat a BLAS/LAPACK call (whose fixed cost is ~1 us)
 _SMALL_DENSE = 24  # Cholesky order, and dense Gauss-Newton solves
 _SMALL_GRAM = 20000  # bins x params^2 for J^T diag(w) J
+_EXACT_EDM = 1e-2  # EDM below which a slow Gauss-Newton fit switches to the exact Hessian
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -602,6 +603,16 @@ def nll_grad_hess(theta, data, A, AUX, exact):
     return f, g, _hessian(theta, J, w, r, dcon, A, exact)
 
 
+# LAPACK's SPD inverse (dpotrf + dpotri) from SciPy, bound by symbol name as gammaln above;
+# Fortran int32 arguments are passed by address (int64 values: the x86-64 / aarch64 ABIs pass
+# pointers and 64-bit integers alike).
+for _name in ("dpotrf", "dpotri"):
+    llvm.add_symbol(f"nextstat_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
+_I = types.intp
+_dpotrf = types.ExternalFunction("nextstat_dpotrf", types.void(_I, _I, _I, _I, _I))
+_dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _I))
+
+
 @njit(**_JIT)
 def _chol(M):
     """Cholesky factor of a symmetric matrix; (ok, L) with L lower, C order. Plain loops for
@@ -625,10 +636,17 @@ def _chol(M):
                     t -= L[i, k] * L[j, k]
                 L[i, j] = t / d
         return True, L
-    try:
-        L = np.linalg.cholesky(M)
-    except Exception:  # noqa: BLE001 - numba raises a generic LinAlgError
+    # LAPACK in place: C-order lower L is Fortran-order upper U = L^T
+    L = M.copy()
+    uplo = np.array([85], dtype=np.uint8)  # "U"
+    nn = np.array([n], dtype=np.int32)
+    info = np.zeros(1, dtype=np.int32)
+    _dpotrf(uplo.ctypes.data, nn.ctypes.data, L.ctypes.data, nn.ctypes.data, info.ctypes.data)
+    if info[0] != 0:
         return False, M
+    for i in range(n):
+        for j in range(i + 1, n):
+            L[i, j] = 0.0
     return True, L
 
 
@@ -733,6 +751,19 @@ def _gn_solve(U, D, rhs, ridge):
 
 
 @njit(**_JIT)
+def _exact_factor(theta, J, w, r, dcon, A, sel):
+    """Cholesky factor of the exact Hessian over ``sel`` (0 x 0 where not positive definite)."""
+    H = _hessian(theta, J, w, r, dcon, A, True)
+    m = sel.shape[0]
+    Hs = np.empty((m, m))
+    for a in range(m):
+        for b in range(m):
+            Hs[a, b] = H[sel[a], sel[b]]
+    ok, L = _chol(Hs)
+    return L if ok else np.empty((0, 0))
+
+
+@njit(**_JIT)
 def _gn_direction(J, w, dcon, sel, gs):
     """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``): dense Cholesky for
     small problems, else in bin space (:func:`_gn_solve`); a growing ridge where the matrix is
@@ -759,11 +790,12 @@ def _gn_direction(J, w, dcon, sel, gs):
 
 
 @njit(**_JIT)
-def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
+def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L):
     """:func:`newton_fit`, also returning the Cholesky factor ``L`` (lower, C order) of the exact
     Hessian over all free parameters at the returned point when the last iteration computed it
-    there (a converged fit on the exact Hessian with no parameter held on a bound), else a
-    0 x 0 array: Hesse then needs no new Hessian; and :func:`nll_dev` at the returned point.
+    there, or with ``want_L`` when the fit converged with no parameter held on a bound (built
+    from that iteration's Jacobian), else a 0 x 0 array: Hesse then needs no new Hessian; and
+    :func:`nll_dev` at the returned point.
 
     Returns theta, nll, gradient, n_iter, status, edm, L, nll_dev."""
     P = theta0.shape[0]
@@ -820,6 +852,8 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
                 for a in range(m):
                     edm_gn -= 0.5 * gs[a] * d_gn[a]
                 if edm_gn < tol:
+                    if want_L and m == n_free:
+                        L_out = _exact_factor(theta, J, w, r, dcon, A, sel)
                     return theta, fpy, g, it, FIT_CONVERGED, edm_gn, L_out, f
             H = _hessian(theta, J, w, r, dcon, A, True)
             Hs = np.empty((m, m))
@@ -842,9 +876,11 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
         if edm < tol:
             status = FIT_CONVERGED
             if m == n_free:
-                L_out = L
+                L_out = L if L.shape[0] == m or not want_L else _exact_factor(theta, J, w, r, dcon, A, sel)
             return theta, fpy, g, it, status, edm, L_out, f
-        if not exact and edm > 0.1 * prev_edm:
+        # Gauss-Newton converges linearly; switch to the exact Hessian where that is slow near
+        # the minimum (where Newton's quadratic convergence holds), or very slow anywhere
+        if not exact and ((edm > 0.1 * prev_edm and edm < _EXACT_EDM) or edm > 0.5 * prev_edm):
             exact = True
         prev_edm = edm
         # Parameters whose full step crosses a bound go onto it (if that does not raise the
@@ -912,7 +948,8 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
 
     Steps start as Gauss-Newton (Fisher-scoring-like: J^T diag(n/nu^2) J plus the exact
     constraint curvature), solved in bin space with the Woodbury identity; once Gauss-Newton
-    converges slowly (EDM falling by less than 10x per step) or fails, steps use the exact
+    converges slowly (EDM falling by less than 10x per step below EDM 1e-2, or by less than 2x
+    anywhere) or fails, steps use the exact
     analytic Hessian (dense Cholesky), for quadratic convergence. Bounds: an active set
     (parameters on a bound whose gradient points outward are held) plus projection; a
     backtracking Armijo line search on the NLL.
@@ -923,21 +960,11 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
     Returns:
         theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
     """
-    theta, f, g, it, status, edm, _, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    theta, f, g, it, status, edm, _, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
     return theta, f, g, it, status, edm
 
 
 # ------------------------------------------------------------------------------ Hesse
-# LAPACK's SPD inverse (dpotrf + dpotri) from SciPy, bound by symbol name as gammaln above;
-# Fortran int32 arguments are passed by address (int64 values: the x86-64 / aarch64 ABIs pass
-# pointers and 64-bit integers alike).
-for _name in ("dpotrf", "dpotri"):
-    llvm.add_symbol(f"nextstat_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
-_I = types.intp
-_dpotrf = types.ExternalFunction("nextstat_dpotrf", types.void(_I, _I, _I, _I, _I))
-_dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _I))
-
-
 @njit(**_JIT)
 def _spd_inverse(a, factored):
     """Inverse of a symmetric positive-definite matrix, in place in ``a`` (C order).
@@ -1014,7 +1041,7 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
 
     Returns theta, nll, n_iter, status, edm, covariance, errors, correlation, posdef."""
     A, AUX = unpack(FB, IB)
-    theta, f, g, it, status, edm, L, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    theta, f, g, it, status, edm, L, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, do_hesse)
     P = theta.shape[0]
     posdef = True
     if do_hesse and np.isfinite(f):
@@ -1041,7 +1068,60 @@ def fit_dev(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol):
     """A fit without Hesse on packed buffers, for test statistics: returns theta, nll (pyhf's
     form), :func:`nll_dev` (the cancellation-free form), status, n_iter, edm."""
     A, AUX = unpack(FB, IB)
-    theta, f, _, it, status, edm, _, dev = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol)
+    theta, f, _, it, status, edm, _, dev = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
+    return theta, f, dev, status, it, edm
+
+
+@njit(**_JIT)
+def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX):
+    """Start for the conditional fit at POI = ``mu`` from a free optimum ``theta_hat``: the
+    nuisance parameters moved along the profile's tangent, ``theta + H_tt^-1 H_tm (mu_hat - mu)``
+    (Gauss-Newton matrix at ``theta_hat``; first order in ``mu - mu_hat``), clipped to the bounds
+    — kept only where its NLL is below that of ``theta_hat`` with the POI set to ``mu``.
+    ``fixed`` includes the POI."""
+    P = theta_hat.shape[0]
+    plain = theta_hat.copy()
+    plain[poi] = mu
+    dmu = mu - theta_hat[poi]
+    if dmu == 0.0:
+        return plain
+    fpy, g, J, w, r, dcon = _grad_parts(theta_hat, data, A, AUX)
+    if not np.isfinite(fpy):
+        return plain
+    m = 0
+    sel = np.empty(P, dtype=np.int64)
+    for i in range(P):
+        if not fixed[i]:
+            sel[m] = i
+            m += 1
+    if m == 0:
+        return plain
+    sel = sel[:m]
+    rhs = np.zeros(m)
+    for b in range(J.shape[0]):
+        v = w[b] * J[b, poi] * dmu
+        if v != 0.0:
+            for a in range(m):
+                rhs[a] += J[b, sel[a]] * v
+    ok, d = _gn_direction(J, w, dcon, sel, rhs)
+    if not ok:
+        return plain
+    start = plain.copy()
+    for a in range(m):
+        i = sel[a]
+        start[i] = min(max(start[i] + d[a], lo[i]), hi[i])
+    if nll_dev(start, data, A, AUX) < nll_dev(plain, data, A, AUX):
+        return start
+    return plain
+
+
+@njit(**_JIT)
+def fit_dev_conditional(theta_hat, mu, data, lo, hi, fixed, poi, FB, IB, maxiter, tol):
+    """:func:`fit_dev` of the conditional fit at POI = ``mu`` (``fixed`` includes the POI),
+    started from :func:`profile_start` of the free optimum ``theta_hat``."""
+    A, AUX = unpack(FB, IB)
+    start = profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX)
+    theta, f, _, it, status, edm, _, dev = _newton(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
     return theta, f, dev, status, it, edm
 
 

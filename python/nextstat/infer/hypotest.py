@@ -124,14 +124,13 @@ class AsymptoticCalculator:
         self.asimov_mu = 1.0 if test_stat == "q0" else 0.0
 
     def _fit(self, data: np.ndarray, init: np.ndarray, mu: float | None) -> _Fit:
-        """Free fit (``mu=None``) or conditional fit at POI = ``mu``, from ``init``."""
+        """Free fit (``mu=None``) from ``init``, or conditional fit at POI = ``mu`` from the free
+        optimum ``init`` (:func:`nextstat.engine.numba_core.profile_start`)."""
         if mu is None:
-            fixed = self.fixed
-        else:
-            fixed = self._fixed_poi
-            init = init.copy()
-            init[self.model.poi_index] = mu
-        return _Fit(*core.fit_dev(init, data, self._lo, self._hi, fixed, *self.model.packed, 200, 1e-10))
+            return _Fit(*core.fit_dev(init, data, self._lo, self._hi, self.fixed, *self.model.packed, 200, 1e-10))
+        # conditional fits start from ``init`` (a free optimum) moved along the profile
+        return _Fit(*core.fit_dev_conditional(init, float(mu), data, self._lo, self._hi, self._fixed_poi,
+                                              self.model.poi_index, *self.model.packed, 200, 1e-10))
 
     def observed_fits(self) -> _Fits:
         if self._obs is None:

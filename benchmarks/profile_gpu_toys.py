@@ -28,7 +28,7 @@ from nextstat.infer.toys import fit_toys  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 8000])
     parser.add_argument("--model", choices=("synthetic-201", "tttt"), default="synthetic-201")
     args = parser.parse_args(argv)
     if args.model == "tttt":

@@ -177,12 +177,24 @@ def test_torch_fitter_matches_cpu_fits(all_mods):
     np.testing.assert_allclose(theta, res.bestfit, atol=5e-5)
 
 
+def test_background_chunks_same_data(all_mods):
+    """Toy chunks made in a background thread are the same rows, in the same order."""
+    model, pars = all_mods
+    sampler = toys._ToySampler(model, pars, 3, toys._STREAM_FIT)
+    plain = [(a, b, d.copy()) for a, b, d in toys._chunks(1000, 300, sampler.rows, False)]
+    ahead = list(toys._chunks(1000, 300, toys._ToySampler(model, pars, 3, toys._STREAM_FIT).rows, True))
+    assert [(a, b) for a, b, _ in ahead] == [(0, 300), (300, 600), (600, 900), (900, 1000)]
+    for (_, _, x), (_, _, y) in zip(plain, ahead):
+        np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_cuda_fits_same_toys(all_mods):  # pragma: no cover - no GPU in CI
     model, pars = all_mods
     cpu = fit_toys(model, pars, n_toys=200, seed=9, progress=False, return_data=True)
-    gpu = fit_toys(model, pars, n_toys=200, seed=9, progress=False, return_data=True, device="cuda")
+    # several chunks: the next chunk's toys are generated in the background while one is fitted
+    gpu = fit_toys(model, pars, n_toys=200, seed=9, progress=False, return_data=True, device="cuda", chunk_size=64)
     np.testing.assert_array_equal(gpu.toy_data, cpu.toy_data)
     assert gpu.device.startswith("cuda") and np.array_equal(gpu.converged, cpu.converged)
     np.testing.assert_allclose(gpu.nll, cpu.nll, rtol=1e-9)

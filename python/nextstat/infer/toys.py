@@ -412,6 +412,25 @@ def _chunk(chunk_size: Any, fitter: _CpuFitter | _TorchFitter) -> int:
     return _n_toys(chunk_size, "chunk_size")
 
 
+def _chunks(n: int, step: int, make: Callable[[int, int], np.ndarray],
+            background: bool) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(a, b, make(a, b))`` for the chunks ``[a, b)`` of ``range(n)``. With ``background``
+    the next chunk's data are made in a thread while the caller fits the current one (a GPU
+    fit leaves the CPU idle; NumPy's generators release the GIL); the data do not change."""
+    spans = [(a, min(n, a + step)) for a in range(0, n, step)]
+    if not background or len(spans) < 2:
+        for a, b in spans:
+            yield a, b, make(a, b)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(make, *spans[0])
+        for i, (a, b) in enumerate(spans):
+            d = nxt.result()
+            if i + 1 < len(spans):
+                nxt = pool.submit(make, *spans[i + 1])
+            yield a, b, d
+
+
 def _bar(total: int, progress: bool, desc: str, unit: str) -> tqdm:
     return tqdm(total=total, disable=not progress, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
@@ -493,9 +512,8 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
     toy_data = np.empty((n, width)) if return_data else None
     with _fitter(model, bounds, dev, n_threads, maxiter, tol) as fitter, _bar(n, progress, "Toy fits", "toy") as bar:
         step = _chunk(chunk_size, fitter)
-        for a in range(0, n, step):
-            b = min(n, a + step)
-            d = sampler.rows(a, b) if sampler is not None else np.ascontiguousarray(given[a:b])
+        make = sampler.rows if sampler is not None else (lambda a, b: np.ascontiguousarray(given[a:b]))
+        for a, b, d in _chunks(n, step, make, isinstance(fitter, _TorchFitter) and sampler is not None):
             th, f, c, it = fitter.fit(d, np.tile(init, (b - a, 1)), fixed, bar.update)
             bestfit[a:b], nll[a:b], converged[a:b], n_iter[a:b] = th, f, c, it
             if toy_data is not None:
@@ -583,9 +601,7 @@ def _toy_statistics(fitter: _CpuFitter | _TorchFitter, sampler: _ToySampler, n: 
     ok = np.zeros(n, dtype=bool)
     cfixed = fixed.copy()
     cfixed[poi] = True
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        d = sampler.rows(a, b)
+    for a, b, d in _chunks(n, step, sampler.rows, isinstance(fitter, _TorchFitter)):
         th, f_free, c_free, _ = fitter.fit(d, np.tile(start, (b - a, 1)), fixed, bar.update)
         mu_hat = th[:, poi]
         need = c_free & _needs_conditional(test_stat, mu, mu_hat)

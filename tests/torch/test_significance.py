@@ -585,7 +585,8 @@ def test_observed_cls_matches_hypotest_and_pyhf(ws_all, model_all, signal_all, m
         ws2 = with_nominals_frozen(ws_all, model_all, hists)
         m2 = nextstat.from_pyhf(ws2)
         assert cls == pytest.approx(_reference_cls(m2, mu), rel=1e-9)
-        assert cls == pytest.approx(nextstat.hypotest(m2, mu, test_stat="qtilde").cls, rel=1e-7)
+        # hypotest's fits stop at EDM 1e-10, which moves its CLs by ~1e-7 (issue target: 1e-6)
+        assert cls == pytest.approx(nextstat.hypotest(m2, mu, test_stat="qtilde").cls, rel=1e-6)
         if mu == 2.0 and len(hists) == 2:
             assert cls == pytest.approx(_pyhf_cls(ws2, mu), rel=1e-6)
 
@@ -603,7 +604,8 @@ def test_observed_cls_rebuilt_workspace_and_pyhf():
         cls = profiled_cls_loss(torch.tensor(h), session, mu).item()
         assert 0.01 < cls < 0.99
         assert cls == pytest.approx(_reference_cls(m2, mu), rel=1e-9)
-        assert cls == pytest.approx(nextstat.hypotest(m2, mu, test_stat="qtilde").cls, rel=1e-7)
+        # hypotest's fits stop at EDM 1e-10, which moves its CLs by ~1e-7 (issue target: 1e-6)
+        assert cls == pytest.approx(nextstat.hypotest(m2, mu, test_stat="qtilde").cls, rel=1e-6)
     assert cls == pytest.approx(_pyhf_cls(ws2, 3.0), rel=1e-6)
 
 
@@ -645,7 +647,8 @@ def test_observed_cls_backends_batch_and_gradcheck(ws_all, model_all, signal_all
         cls.backward()
         out.append((cls.item(), np.concatenate([hs[k].grad.numpy() for k in base])))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-9)
-    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-6, atol=1e-9)
+    # both backends' fits stop at EDM 1e-12: agreement to 1e-6 of the gradient's scale
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-6, atol=1e-6 * np.abs(out[0][1]).max())
     # a batch [B, n] (batched PyTorch fits) equals single evaluations
     hb = torch.tensor(np.stack([signal_all * f for f in (0.6, 1.0, 1.5)]), requires_grad=True)
     session = ProfiledSession(model_all, device="cpu", data="observed")
@@ -813,7 +816,7 @@ def test_cuda_observed_cls_matches_cpu(ws_all, model_all, signal_all):
         assert cls.device.type == device and all(h.grad.device.type == device for h in hs.values())
         out.append((cls.item(), np.concatenate([hs[k].grad.cpu().numpy() for k in base])))
     assert out[1][0] == pytest.approx(out[0][0], rel=1e-9)
-    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-6, atol=1e-6 * np.abs(out[0][1]).max())
     hb = torch.tensor(np.stack([signal_all * f for f in (0.6, 1.0, 1.5)]), device="cuda", requires_grad=True)
     vb = profiled_cls_loss(hb, session, 2.0)
     vb.sum().backward()

@@ -790,12 +790,16 @@ def _gn_direction(J, w, dcon, sel, gs):
 
 
 @njit(**_JIT)
-def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L):
+def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=True):
     """:func:`newton_fit`, also returning the Cholesky factor ``L`` (lower, C order) of the exact
     Hessian over all free parameters at the returned point when the last iteration computed it
     there, or with ``want_L`` when the fit converged with no parameter held on a bound (built
     from that iteration's Jacobian), else a 0 x 0 array: Hesse then needs no new Hessian; and
     :func:`nll_dev` at the returned point.
+
+    ``certify``: in exact-Hessian mode, accept convergence on the cheaper Gauss-Newton EDM
+    (parameters then sit ~sqrt(tol) from the optimum rather than the last exact step's ~tol);
+    False where the fitted parameters must be as precise as possible (gradients).
 
     Returns theta, nll, gradient, n_iter, status, edm, L, nll_dev."""
     P = theta0.shape[0]
@@ -843,7 +847,7 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L):
         ok = False
         d = gs.copy()
         L = np.empty((0, 0))
-        if exact:
+        if exact and certify:
             # a cheap certificate first: where the Gauss-Newton EDM is already below tol the
             # fit has converged without the exact Hessian (Hesse, if wanted, builds it then)
             ok_gn, d_gn = _gn_direction(J, w, dcon, sel, gs)
@@ -855,6 +859,7 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L):
                     if want_L and m == n_free:
                         L_out = _exact_factor(theta, J, w, r, dcon, A, sel)
                     return theta, fpy, g, it, FIT_CONVERGED, edm_gn, L_out, f
+        if exact:
             H = _hessian(theta, J, w, r, dcon, A, True)
             Hs = np.empty((m, m))
             for a in range(m):
@@ -943,7 +948,7 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L):
 
 
 @njit(**_JIT)
-def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
+def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, certify=True):
     """Bounded second-order minimisation of the NLL.
 
     Steps start as Gauss-Newton (Fisher-scoring-like: J^T diag(n/nu^2) J plus the exact
@@ -955,12 +960,12 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol):
     backtracking Armijo line search on the NLL.
 
     Values are compared in the stable deviance form (:func:`nll_dev`); the returned NLL is
-    pyhf's form at the final point.
+    pyhf's form at the final point. ``certify``: see :func:`_newton`.
 
     Returns:
         theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
     """
-    theta, f, g, it, status, edm, _, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
+    theta, f, g, it, status, edm, _, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False, certify)
     return theta, f, g, it, status, edm
 
 

@@ -177,8 +177,8 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
     data = np.concatenate((main, aux_data))
     start = init_cond.copy()
     start[poi] = mu_test
-    tf, _, _, itf, sf, _ = core.newton_fit(init_free, data, lo, hi, fixed_free, A2, AUX, maxiter, tol)
-    tc, _, _, itc, sc, _ = core.newton_fit(start, data, lo, hi, fixed_cond, A2, AUX, maxiter, tol)
+    tf, _, _, itf, sf, _ = core.newton_fit(init_free, data, lo, hi, fixed_free, A2, AUX, maxiter, tol, False)
+    tc, _, _, itc, sc, _ = core.newton_fit(start, data, lo, hi, fixed_cond, A2, AUX, maxiter, tol, False)
     grad = np.zeros(R)
     if sf == core.FIT_NONFINITE or sc == core.FIT_NONFINITE:
         return np.nan, grad, tf, tc, sf, sc, itf, itc
@@ -333,7 +333,7 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
     data_obs = np.concatenate((main_obs, aux_obs))
     start = init_asimov.copy()
     start[poi] = 0.0
-    t_a, _, _, _, s_a, _ = core.newton_fit(start, data_obs, lo, hi, fixed_cond, A2, AUX, maxiter, tol)
+    t_a, _, _, _, s_a, _ = core.newton_fit(start, data_obs, lo, hi, fixed_cond, A2, AUX, maxiter, tol, False)
     if s_a == core.FIT_CONVERGED:
         t_a = newton_polish(t_a, data_obs, lo, hi, fixed_cond, A2, AUX)
     thetas[2] = t_a

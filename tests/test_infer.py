@@ -37,6 +37,25 @@ def test_fit_matches_pyhf(tight_pyhf, case):
     assert r.nll == pytest.approx(m.nll(r.bestfit), rel=1e-14)
 
 
+def test_singular_start_converges(tight_pyhf):
+    """One bin, two free parameters and a Poisson constraint with auxiliary count 0: the
+    Hessian is singular at the start (Newton's step runs along its null space) and gamma's
+    minimum is its lower bound. The fit must still reach pyhf's minimum (damped steps)."""
+    ws = {"channels": [{"name": "c", "samples": [
+        {"name": "signal", "data": [5.0], "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]},
+        {"name": "background", "data": [10.0], "modifiers": [{"name": "u", "type": "shapesys", "data": [3.5]}]}]}],
+        "observations": [{"name": "c", "data": [18.0]}],
+        "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": []}}], "version": "1.0.0"}
+    m = nextstat.from_pyhf(ws)
+    data = [18.0, 0.0]
+    pm, _ = pyhf_model_and_data(ws)
+    _, twice_nll = tight_pyhf.infer.mle.fit(data, pm, return_fitted_val=True)
+    r = nextstat.fit(m, data=data, init_pars=[1.0, 0.86877444])
+    assert r.converged, r.message
+    assert r.nll <= twice_nll / 2 + 1e-6
+    assert r.bestfit[1] == pytest.approx(1e-10) and r.mu == pytest.approx(3.6, rel=1e-6)
+
+
 def test_hesse_errors_are_inverse_hessian(case):
     _, m = case
     r = nextstat.fit(m)

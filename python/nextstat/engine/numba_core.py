@@ -764,9 +764,10 @@ def _exact_factor(theta, J, w, r, dcon, A, sel):
 
 
 @njit(**_JIT)
-def _gn_direction(J, w, dcon, sel, gs):
-    """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``): dense Cholesky for
-    small problems, else in bin space (:func:`_gn_solve`); a growing ridge where the matrix is
+def _gn_direction(J, w, dcon, sel, gs, ridge0):
+    """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``) with ``ridge0`` added to
+    the diagonal (Levenberg-Marquardt damping; 0 for a plain step): dense Cholesky for small
+    problems, else in bin space (:func:`_gn_solve`); a growing ridge where the matrix is
     singular. Returns (ok, d)."""
     m = sel.shape[0]
     mgs = -gs
@@ -777,7 +778,7 @@ def _gn_direction(J, w, dcon, sel, gs):
     else:
         U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
         Ds = dcon[sel]
-    ridge = 0.0
+    ridge = ridge0
     for _ in range(12):
         if dense:
             ok, d = _gn_dense(J, w, dcon, sel, mgs, ridge)
@@ -817,6 +818,7 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
     g = np.zeros(P)
     it = 0
     exact = False
+    damp = 0.0
     idx = np.empty(P, dtype=np.int64)
     L_out = np.empty((0, 0))
     for it in range(1, maxiter + 1):
@@ -847,10 +849,20 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
         ok = False
         d = gs.copy()
         L = np.empty((0, 0))
-        if exact and certify:
+        ridge = 0.0
+        if damp > 0.0:
+            # Levenberg-Marquardt: damp relative to the mean Gauss-Newton diagonal
+            for a in range(m):
+                i = sel[a]
+                t = dcon[i]
+                for b in range(J.shape[0]):
+                    t += w[b] * J[b, i] * J[b, i]
+                ridge += t
+            ridge = damp * max(ridge / m, 1e-300)
+        if exact and certify and damp == 0.0:
             # a cheap certificate first: where the Gauss-Newton EDM is already below tol the
             # fit has converged without the exact Hessian (Hesse, if wanted, builds it then)
-            ok_gn, d_gn = _gn_direction(J, w, dcon, sel, gs)
+            ok_gn, d_gn = _gn_direction(J, w, dcon, sel, gs, 0.0)
             if ok_gn:
                 edm_gn = 0.0
                 for a in range(m):
@@ -865,11 +877,12 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             for a in range(m):
                 for b in range(m):
                     Hs[a, b] = H[sel[a], sel[b]]
+                Hs[a, a] += ridge
             ok, L = _chol(Hs)
             if ok:
                 d = -_chol_solve(L, gs.reshape(-1, 1))[:, 0]
         if not ok:
-            ok, d = _gn_direction(J, w, dcon, sel, gs)
+            ok, d = _gn_direction(J, w, dcon, sel, gs, ridge)
             if not ok:
                 status = FIT_LINESEARCH
                 break
@@ -878,6 +891,9 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
         for a in range(m):
             gd += gs[a] * d[a]
         edm = -0.5 * gd
+        if edm < tol and damp > 0.0:
+            damp = 0.0  # confirm on the undamped matrix
+            continue
         if edm < tol:
             status = FIT_CONVERGED
             if m == n_free:
@@ -929,12 +945,23 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
                 break
             t *= 0.5
         if not accepted:
-            # no decrease possible at machine precision: at the minimum if the EDM is tiny
-            status = FIT_CONVERGED if edm < 1e-6 else FIT_LINESEARCH
-            if status == FIT_LINESEARCH and not exact:
+            # no decrease possible at machine precision: at the minimum if the EDM is tiny;
+            # else retry on the exact Hessian, then with growing Levenberg-Marquardt damping
+            # (a near-singular matrix, e.g. a Poisson constraint with zero auxiliary data and
+            # one bin for two parameters, gives a huge step along its null space)
+            if edm < 1e-6 and damp == 0.0:
+                status = FIT_CONVERGED
+                break
+            if not exact:
                 exact = True
                 continue
+            if damp < 1e8:
+                damp = 1e-4 if damp == 0.0 else damp * 100.0
+                continue
+            status = FIT_LINESEARCH
             break
+        if damp > 0.0:
+            damp = damp * 0.1 if damp > 1e-3 else 0.0
         theta[:] = trial
         tiny = f - ft < 1e-15 * max(1.0, abs(f))
         f = ft
@@ -1108,7 +1135,7 @@ def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX):
         if v != 0.0:
             for a in range(m):
                 rhs[a] += J[b, sel[a]] * v
-    ok, d = _gn_direction(J, w, dcon, sel, rhs)
+    ok, d = _gn_direction(J, w, dcon, sel, rhs, 0.0)
     if not ok:
         return plain
     start = plain.copy()

@@ -30,14 +30,14 @@ CPU fits
     core it calls.
 
 Stalled fits
-    A Newton fit whose line search stalls (status ``FIT_LINESEARCH``; seen when the Hessian is
-    singular at the start, e.g. a one-bin shapesys toy with auxiliary count 0) is refitted once:
-    L-BFGS-B (SciPy) from the same start, then Newton from there. Fits that still fail, or that
-    hit ``maxiter``, are reported as not converged.
+    The compiled fit handles a singular Hessian itself (e.g. a one-bin shapesys toy with
+    auxiliary count 0: Levenberg-Marquardt damping after a failed line search). Fits that still
+    fail, or that hit ``maxiter``, are reported as not converged.
 
 CUDA fits
     :func:`nextstat.engine.torch_fit.batched_fit` on a whole chunk at once (float64); problems
-    that stop short of ``maxiter`` without converging get the same refit on the CPU.
+    that stop short of ``maxiter`` without converging (a stalled line search: the batched fit
+    has no damping) are refitted from the same start by the compiled CPU fit.
 
 Memory
     Toys are generated and fitted ``chunk_size`` at a time; only the per-toy results
@@ -267,42 +267,16 @@ class _CpuFitter:
             futures = [self._pool.submit(run, s, min(N, s + step)) for s in range(a, N, step)]
             for fut in as_completed(futures):
                 on_done(fut.result())
-        converged = status == core.FIT_CONVERGED
-        for i in np.flatnonzero(status == core.FIT_LINESEARCH):
-            _rescue(self.model, data[i], init[i], lo, hi, fixed, maxiter, tol, i, theta, nll, converged, n_iter)
-        return theta, nll, converged, n_iter
+        return theta, nll, status == core.FIT_CONVERGED, n_iter
 
 
-def _rescue(model: Model, row: np.ndarray, start: np.ndarray, lo: np.ndarray, hi: np.ndarray, fixed: np.ndarray,
-            maxiter: int, tol: float, i: int, theta: np.ndarray, nll: np.ndarray, converged: np.ndarray,
-            n_iter: np.ndarray) -> None:
-    """Refit toy ``i`` whose Newton line search stalled: L-BFGS-B (SciPy) over the free
-    parameters from ``start``, then Newton from there; row ``i`` of the outputs is replaced when
-    that converges (``n_iter`` adds the second Newton run's iterations).
-
-    The Newton step can stall on a bound when the Hessian is singular at the start, e.g. a
-    one-bin shapesys model whose toy drew auxiliary count 0 (gamma's minimum is its lower bound
-    and the main bin constrains only ``s mu + b gamma``); pyhf's SLSQP fits such toys.
-    """
-    from scipy.optimize import minimize
-
-    A, AUX = model.arrays, model.aux_arrays
-    free = np.flatnonzero(~fixed)
-    if free.size == 0:
-        return
-    x = start.copy()
-    x[free] = np.clip(x[free], lo[free], hi[free])
-
-    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
-        x[free] = z
-        f, g = core.nll_grad(x, row, A, AUX)
-        return (f, g[free]) if np.isfinite(f) else (np.inf, np.zeros(free.size))
-
-    with np.errstate(all="ignore"):
-        res = minimize(fun, x[free].copy(), jac=True, method="L-BFGS-B", bounds=list(zip(lo[free], hi[free])),
-                       options={"maxiter": 100 * maxiter})
-    x[free] = res.x
-    th, f, _, it, st, _ = core.newton_fit(np.ascontiguousarray(x), row, lo, hi, fixed, A, AUX, maxiter, tol)
+def _refit_cpu(model: Model, row: np.ndarray, start: np.ndarray, lo: np.ndarray, hi: np.ndarray, fixed: np.ndarray,
+               maxiter: int, tol: float, i: int, theta: np.ndarray, nll: np.ndarray, converged: np.ndarray,
+               n_iter: np.ndarray) -> None:
+    """Refit toy ``i`` with the compiled CPU fit from ``start``; row ``i`` of the outputs is
+    replaced when that converges (``n_iter`` adds its iterations)."""
+    th, f, _, it, st, _ = core.newton_fit(np.ascontiguousarray(start), row, lo, hi, fixed, model.arrays,
+                                          model.aux_arrays, maxiter, tol)
     n_iter[i] += it
     if st == core.FIT_CONVERGED:
         theta[i], nll[i], converged[i] = th, f, True
@@ -365,11 +339,11 @@ class _TorchFitter:
         )
         theta, nll, conv, n_iter = (np.array(t.detach().cpu().numpy()) for t in res)
         theta, nll, conv, n_iter = theta.astype(np.float64), nll.astype(np.float64), conv.astype(bool), n_iter.astype(np.int64)
-        # as on the CPU: problems that stopped short of the iteration limit (stalled line
-        # search) get the L-BFGS-B + Newton refit, on the CPU
+        # problems that stopped short of the iteration limit (a stalled line search: the batched
+        # fit has no damping) get the compiled CPU fit, which handles singular Hessians
         fixed = np.ascontiguousarray(fixed, dtype=np.bool_)
         for i in np.flatnonzero(~conv & (n_iter < self.maxiter) & np.isfinite(nll)):
-            _rescue(self.model, np.ascontiguousarray(data[i]), np.ascontiguousarray(init[i]), self.lo, self.hi, fixed,
+            _refit_cpu(self.model, np.ascontiguousarray(data[i]), np.ascontiguousarray(init[i]), self.lo, self.hi, fixed,
                     self.maxiter, self.tol, i, theta, nll, conv, n_iter)
         on_done(N)
         return theta, nll, conv, n_iter

@@ -553,29 +553,48 @@ def _grad_parts(theta, data, A, AUX):
 
 
 @njit(**_JIT)
+def _gram_lower(J, w, sel):
+    """Lower triangle of ``J_s^T diag(w) J_s`` over the columns ``sel`` (plain loops, for small
+    problems; the strict upper triangle is left 0)."""
+    m = sel.shape[0]
+    M = np.zeros((m, m))
+    for b in range(J.shape[0]):
+        wb = w[b]
+        if wb == 0.0:
+            continue
+        for a in range(m):
+            v = J[b, sel[a]] * wb
+            if v != 0.0:
+                for c in range(a + 1):
+                    M[a, c] += v * J[b, sel[c]]
+    return M
+
+
+@njit(**_JIT)
+def submatrix(H, sel):
+    """``H[sel][:, sel]`` as a new C-order array."""
+    m = sel.shape[0]
+    Hs = np.empty((m, m))
+    for a in range(m):
+        for b in range(m):
+            Hs[a, b] = H[sel[a], sel[b]]
+    return Hs
+
+
+@njit(**_JIT)
 def _hessian(theta, J, w, r, dcon, A, exact):
     """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
     ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian."""
     B, P = J.shape
-    if B * P * P <= _SMALL_GRAM:
-        H = np.zeros((P, P))
-        for b in range(B):
-            wb = w[b]
-            if wb == 0.0:
-                continue
-            for i in range(P):
-                v = J[b, i] * wb
-                if v != 0.0:
-                    for j in range(i + 1):
-                        H[i, j] += v * J[b, j]
-        for i in range(P):
-            for j in range(i):
-                H[j, i] = H[i, j]
+    small = B * P * P <= _SMALL_GRAM
+    if small:
+        H = _gram_lower(J, w, np.arange(P))
     else:
         Jw = J * np.sqrt(w).reshape(-1, 1)
         H = np.ascontiguousarray(Jw.T) @ Jw
     if exact:
         model_pass(theta, r, A, MODE_HESS2, w, J, H)
+    if small or exact:
         for i in range(P):
             for j in range(i):
                 H[j, i] = H[i, j]
@@ -675,17 +694,7 @@ def _gn_dense(J, w, dcon, sel, rhs, ridge):
     """Solve (J_s^T diag(w) J_s + diag(dcon_s) + ridge I) x = rhs over the parameters ``sel``
     with a dense Cholesky (small problems). Returns (ok, x)."""
     m = sel.shape[0]
-    B = J.shape[0]
-    M = np.zeros((m, m))
-    for b in range(B):
-        wb = w[b]
-        if wb == 0.0:
-            continue
-        for a in range(m):
-            v = J[b, sel[a]] * wb
-            if v != 0.0:
-                for c in range(a + 1):
-                    M[a, c] += v * J[b, sel[c]]
+    M = _gram_lower(J, w, sel)
     for a in range(m):
         M[a, a] += dcon[sel[a]] + ridge
         for c in range(a):
@@ -753,13 +762,7 @@ def _gn_solve(U, D, rhs, ridge):
 @njit(**_JIT)
 def _exact_factor(theta, J, w, r, dcon, A, sel):
     """Cholesky factor of the exact Hessian over ``sel`` (0 x 0 where not positive definite)."""
-    H = _hessian(theta, J, w, r, dcon, A, True)
-    m = sel.shape[0]
-    Hs = np.empty((m, m))
-    for a in range(m):
-        for b in range(m):
-            Hs[a, b] = H[sel[a], sel[b]]
-    ok, L = _chol(Hs)
+    ok, L = _chol(submatrix(_hessian(theta, J, w, r, dcon, A, True), sel))
     return L if ok else np.empty((0, 0))
 
 
@@ -872,11 +875,8 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
                         L_out = _exact_factor(theta, J, w, r, dcon, A, sel)
                     return theta, fpy, g, it, FIT_CONVERGED, edm_gn, L_out, f
         if exact:
-            H = _hessian(theta, J, w, r, dcon, A, True)
-            Hs = np.empty((m, m))
+            Hs = submatrix(_hessian(theta, J, w, r, dcon, A, True), sel)
             for a in range(m):
-                for b in range(m):
-                    Hs[a, b] = H[sel[a], sel[b]]
                 Hs[a, a] += ridge
             ok, L = _chol(Hs)
             if ok:
@@ -1048,11 +1048,7 @@ def hesse_cov(theta, data, fixed, A, AUX, L):
     else:
         ok = False
     if not ok:
-        H = nll_grad_hess(theta, data, A, AUX, True)[2]
-        Hf = np.empty((m, m))
-        for i in range(m):
-            for j in range(m):
-                Hf[i, j] = H[free[i], free[j]]
+        Hf = submatrix(nll_grad_hess(theta, data, A, AUX, True)[2], free)
         a = Hf.copy()
         ok = _spd_inverse(a, False)
         if not ok:

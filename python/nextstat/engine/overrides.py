@@ -251,13 +251,8 @@ def newton_polish(theta, data, lo, hi, fixed, A, AUX):
     if m == 0:
         return out
     sel = idx[:m]
-    Hs = np.empty((m, m))
-    gs = np.empty((m, 1))
-    for a in range(m):
-        gs[a, 0] = g[sel[a]]
-        for c in range(m):
-            Hs[a, c] = H[sel[a], sel[c]]
-    ok, L = core._chol(Hs)
+    gs = g[sel].reshape(-1, 1)
+    ok, L = core._chol(core.submatrix(H, sel))
     if not ok:
         return out
     d = core._chol_solve(L, gs)[:, 0]
@@ -386,12 +381,8 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
     if not nonzero:
         return q, g_q, qa, g_a, thetas, status
     _, _, H = core.nll_grad_hess(t_a, data_obs, A2, AUX, True)
-    Hs = np.empty((m, m))
-    us = np.empty((m, 1))
-    for a in range(m):
-        us[a, 0] = u[sel[a]]
-        for c in range(m):
-            Hs[a, c] = H[sel[a], sel[c]]
+    Hs = core.submatrix(H, sel)
+    us = u[sel].reshape(-1, 1)
     ok, L = core._chol(Hs)
     if ok:
         zs = core._chol_solve(L, us)[:, 0]

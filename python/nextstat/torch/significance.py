@@ -456,6 +456,8 @@ class ProfiledSession:
         return 2.0 * (t + tm.constraint_dev(theta_c, aux) - tm.constraint_dev(theta_f, aux))
 
     def _batched_fit_checked(self, key, data, init, fixed, ov):
+        """:func:`batched_fit` that raises on an undefined likelihood (forgetting the warm
+        start ``key``) and warns where a fit did not converge; returns theta."""
         res = batched_fit(self.tmodel, data, init, fixed, self._bounds_t, nominal_overrides=ov,
                           maxiter=self.maxiter, tol=self.tol)
         if not bool(torch.isfinite(res.nll).all()):
@@ -566,21 +568,13 @@ class ProfiledSession:
         pair = torch.cat([torch.arange(B, device=self.device)] * 2)
         ov2 = ov.select(pair)
         fixed2 = torch.cat([tm.fixed.expand(B, P), self._fixed_cond_t.expand(B, P)])
-        res = batched_fit(tm, data[pair], torch.cat([tf0, tc0]), fixed2, self._bounds_t,
-                          nominal_overrides=ov2, maxiter=self.maxiter, tol=self.tol)
-        if not bool(torch.isfinite(res.nll).all()):
-            self._warm.pop(key, None)
-            raise ValueError("histogram: the expected rate is <= 0 in a bin with data for these histograms; "
-                             "the likelihood is undefined")
-        if not bool(res.converged.all()):
-            warnings.warn("profiled fit did not converge for some histograms; the statistic and its gradient "
-                          "are approximate", RuntimeWarning, stacklevel=4)
-        tf, tc = res.theta[:B], res.theta[B:]
+        theta = self._batched_fit_checked(key, data[pair], torch.cat([tf0, tc0]), fixed2, ov2)
+        tf, tc = theta[:B], theta[B:]
         self._warm[key] = (tf, tc)
-        nu = tm.rates(res.theta, ov2)
+        nu = tm.rates(theta, ov2)
         nu1, nu2 = nu[:B], nu[B:]
         unit = tm.unit_overrides(samples)
-        k = tm.flat_rates(torch.cat([res.theta, theta_a.unsqueeze(0)]), unit)[:, d["rep_flat"]]
+        k = tm.flat_rates(torch.cat([theta, theta_a.unsqueeze(0)]), unit)[:, d["rep_flat"]]
         k1, k2, kA = k[:B], k[B:2 * B], k[2 * B:]
         ones = torch.ones_like(nu1)
         both = (nu1 > 0) & (nu2 > 0)

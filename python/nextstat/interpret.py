@@ -216,7 +216,7 @@ def _affects_rates(model: Model) -> np.ndarray:
     and histosys variations are all zero. Per-bin factors (staterror, shapesys, shapefactor)
     always count as effective.
     """
-    (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, _,
+    (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, _,
      hs_ptr, hs_par, _, hs_doff, hs_up, hs_dn, _, pb_par, _) = model.arrays
     eff = np.zeros(model.n_params, dtype=bool)
     eff[pb_par] = True
@@ -230,7 +230,7 @@ def _affects_rates(model: Model) -> np.ndarray:
                 active = True
         if active:
             for t in range(sc_ptr[blk], sc_ptr[blk + 1]):
-                if sc_kind[t] == core.SC_LINEAR or sc_hi[t] != 1.0 or sc_lo[t] != 1.0:
+                if sc_kind[t] == core.SC_LINEAR or sc_lhi[t] != 0.0 or sc_llo[t] != 0.0:
                     eff[sc_par[t]] = True
     return eff
 

@@ -295,7 +295,7 @@ class Model:
     def _build_arrays(self, normsys_code: str, histosys_code: str) -> None:
         blk_b0, blk_nb, blk_off, blk_channel, blk_sample = [], [], [], [], []
         nom: list[float] = []
-        sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef = [0], [], [], [], [], []
+        sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, sc_coef = [0], [], [], [], [], []
         hs_ptr, hs_par, hs_code, hs_up, hs_dn = [0], [], [], [], []
         pb_ptr, pb_par = [0], []
         for c in self.channels:
@@ -318,15 +318,15 @@ class Model:
                     if mtype in ("normfactor", "lumi"):
                         sc_par.append(psl.start)
                         sc_kind.append(core.SC_LINEAR)
-                        sc_hi.append(1.0)
-                        sc_lo.append(1.0)
+                        sc_lhi.append(0.0)
+                        sc_llo.append(0.0)
                         sc_coef.append(np.zeros(6))
                     elif mtype == "normsys":
                         hi, lo = float(mod["data"]["hi"]), float(mod["data"]["lo"])
                         sc_par.append(psl.start)
                         sc_kind.append(_NORMSYS_CODES[normsys_code])
-                        sc_hi.append(hi)
-                        sc_lo.append(lo)
+                        sc_lhi.append(math.log(hi))  # factors are > 0 (workspace validation)
+                        sc_llo.append(math.log(lo))
                         sc_coef.append(code4_coefficients(hi, lo))
                     elif mtype == "histosys":
                         hs_par.append(psl.start)
@@ -362,7 +362,7 @@ class Model:
         self.arrays = (
             np.asarray(blk_b0, i64), np.asarray(blk_nb, i64), np.asarray(blk_off, i64), np.asarray(nom, float),
             np.asarray(sc_ptr, i64), np.asarray(sc_par, i64), np.asarray(sc_kind, i64),
-            np.asarray(sc_hi, float), np.asarray(sc_lo, float), np.asarray(sc_coef, float).reshape(-1, 6),
+            np.asarray(sc_lhi, float), np.asarray(sc_llo, float), np.asarray(sc_coef, float).reshape(-1, 6),
             np.asarray(hs_ptr, i64), np.asarray(hs_par, i64), np.asarray(hs_code, i64),
             np.asarray(hs_data_off, i64), up_flat, dn_flat,
             np.asarray(pb_ptr, i64), np.asarray(pb_par, i64), np.int64(self.n_bins),

@@ -28,6 +28,18 @@ def _jsonable(value: Any) -> Any:
 
 
 class _ToDict:
+    @classmethod
+    def _build(cls, **values: Any) -> Any:
+        """Construct from every field by keyword, without the frozen dataclass's ``__init__``
+        (which sets each field through ``object.__setattr__``: ~5 us for a FitResult, as long
+        as a whole small-model fit). For hot paths; the instance is the same."""
+        if len(values) != len(cls.__dataclass_fields__):
+            missing = set(cls.__dataclass_fields__) ^ set(values)
+            raise TypeError(f"{cls.__name__}._build: fields {sorted(missing)} missing or unknown")
+        obj = cls.__new__(cls)
+        obj.__dict__.update(values)
+        return obj
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python (JSON-serialisable) view: arrays become lists; derived properties included."""
         out = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -9,7 +9,8 @@ Layout of ``A`` (``blk`` = a (channel, sample) block, ``flat`` = per-block-bin s
     blk_b0, blk_nb, blk_off     first global bin, bin count, flat offset of each block
     nom                         nominal yields, flat
     sc_ptr, sc_par, sc_kind,    scalar multiplicative terms per block (CSR): normfactor/lumi
-    sc_hi, sc_lo, sc_coef       (linear), normsys code1/code4 with factors hi, lo and code4 poly
+    sc_lhi, sc_llo, sc_coef     (linear), normsys code1/code4 with log(hi), log(lo) and the code4
+                                polynomial (n, 6)
     hs_ptr, hs_par, hs_code,    additive histosys terms per block (CSR), deltas up = hi - nom,
     hs_doff, hs_up, hs_dn       dn = nom - lo stored flat from hs_doff
     pb_ptr, pb_par              per-bin multiplicative terms (staterror, shapesys, shapefactor)
@@ -75,12 +76,16 @@ _SMALL_GRAM = 20000  # bins x params^2 for J^T diag(w) J
 _EXACT_EDM = 1e-2  # EDM below which a slow Gauss-Newton fit switches to the exact Hessian
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
+# kernels that allocate nothing run without reference counting: with it, each call of a kernel
+# taking the model's ~25 arrays made ~60 atomic refcount updates, most of a small model's pass
+_LEAF = dict(_JIT, _nrt=False)
 
 
-@njit(**_JIT)
-def scalar_factor(kind, x, hi, lo, coef, deriv=True):
-    """Factor f(x) and its first two derivatives for a scalar multiplicative term (the
-    derivatives are 0 without ``deriv``, which skips them in the polynomial).
+@njit(**_LEAF)
+def scalar_factor(kind, x, lhi, llo, coef, t, deriv=True):
+    """Factor f(x) and its first two derivatives for the scalar multiplicative term ``t``
+    (``lhi``, ``llo``: log of its hi and lo factors; ``coef[t]``: its code4 polynomial). The
+    derivatives are 0 without ``deriv``, which skips them in the polynomial.
 
     code1 (pyhf interpolators/code1.py): hi^x for x > 0, lo^-x otherwise.
     code4 (pyhf interpolators/code4.py, alpha0 = 1): exponential for |x| >= 1, else the
@@ -88,47 +93,33 @@ def scalar_factor(kind, x, hi, lo, coef, deriv=True):
     """
     if kind == SC_LINEAR:
         return x, 1.0, 0.0
-    if kind == SC_CODE1:
-        if x > 0.0:
-            lh = math.log(hi)
-            f = math.exp(lh * x)
-            return f, lh * f, lh * lh * f
-        ll = math.log(lo)
-        f = math.exp(-ll * x)
-        return f, -ll * f, ll * ll * f
-    if x >= 1.0:
-        lh = math.log(hi)
-        f = math.exp(lh * x)
-        return f, lh * f, lh * lh * f
-    if x <= -1.0:
-        ll = math.log(lo)
-        f = math.exp(-ll * x)
-        return f, -ll * f, ll * ll * f
+    if x >= 1.0 or (kind == SC_CODE1 and x > 0.0):
+        f = math.exp(lhi * x)
+        return f, lhi * f, lhi * lhi * f
+    if x <= -1.0 or kind == SC_CODE1:
+        f = math.exp(-llo * x)
+        return f, -llo * f, llo * llo * f
+    a1 = coef[t, 0]
+    a2 = coef[t, 1]
+    a3 = coef[t, 2]
+    a4 = coef[t, 3]
+    a5 = coef[t, 4]
+    a6 = coef[t, 5]
+    f = 1.0 + x * (a1 + x * (a2 + x * (a3 + x * (a4 + x * (a5 + x * a6)))))
     if not deriv:
-        return 1.0 + x * (coef[0] + x * (coef[1] + x * (coef[2] + x * (coef[3] + x * (coef[4] + x * coef[5]))))), 0.0, 0.0
-    f = 1.0
-    f1 = 0.0
-    f2 = 0.0
-    xp = 1.0  # x^(i-1)
-    xpp = 0.0  # x^(i-2)
-    for i in range(6):
-        n = i + 1
-        a = coef[i]
-        f1 += n * a * xp
-        if n >= 2:
-            f2 += n * (n - 1) * a * xpp
-        xpp = xp
-        xp = xp * x
-        f += a * xp
+        return f, 0.0, 0.0
+    f1 = a1 + x * (2.0 * a2 + x * (3.0 * a3 + x * (4.0 * a4 + x * (5.0 * a5 + x * 6.0 * a6))))
+    f2 = 2.0 * a2 + x * (6.0 * a3 + x * (12.0 * a4 + x * (20.0 * a5 + x * 30.0 * a6)))
     return f, f1, f2
 
 
-@njit(**_JIT)
-def histo_coeffs(code, x, out):
-    """Coefficients of an additive histosys delta, which is linear in the bin's variations:
-    ``delta = out[0] up + out[1] dn``, ``d delta / dx = out[2] up + out[3] dn``,
-    ``d^2 delta / dx^2 = out[4] up + out[5] dn`` with ``up = hi - nom``, ``dn = nom - lo``.
-    One evaluation per term serves all its bins.
+@njit(**_LEAF)
+def histo_coeffs(code, x, out, k):
+    """Coefficients ``c = out[k]`` of an additive histosys delta, which is linear in the bin's
+    variations: ``delta = c[0] up + c[1] dn``, ``d delta / dx = c[2] up + c[3] dn``,
+    ``d^2 delta / dx^2 = c[4] up + c[5] dn`` with ``up = hi - nom``, ``dn = nom - lo``.
+    One evaluation per term serves all its bins (a row of a 2-D buffer: no array view is
+    created in the hot loop).
 
     code0: piecewise linear. code2: pyhf 0.7.6's quadratic ``a x^2 + b x`` with
     ``a = (up - dn) / 2``, ``b = (up + dn) / 2`` inside ``|x| <= 1``; outside its extrapolation is
@@ -137,64 +128,55 @@ def histo_coeffs(code, x, out):
     outside (pyhf interpolators/code4p.py).
     """
     for i in range(6):
-        out[i] = 0.0
+        out[k, i] = 0.0
     if code == HS_CODE0:
         if x > 0.0:
-            out[0] = x
-            out[2] = 1.0
+            out[k, 0] = x
+            out[k, 2] = 1.0
         else:
-            out[1] = x
-            out[3] = 1.0
+            out[k, 1] = x
+            out[k, 3] = 1.0
         return
     if code == HS_CODE2:
         if x > 1.0:
-            out[0] = 1.5 * (x - 1.0)
-            out[1] = -0.5 * (x - 1.0)
-            out[2] = 1.5
-            out[3] = -0.5
+            out[k, 0] = 1.5 * (x - 1.0)
+            out[k, 1] = -0.5 * (x - 1.0)
+            out[k, 2] = 1.5
+            out[k, 3] = -0.5
         elif x >= -1.0:
-            out[0] = 0.5 * x * x + 0.5 * x
-            out[1] = -0.5 * x * x + 0.5 * x
-            out[2] = x + 0.5
-            out[3] = -x + 0.5
-            out[4] = 1.0
-            out[5] = -1.0
+            out[k, 0] = 0.5 * x * x + 0.5 * x
+            out[k, 1] = -0.5 * x * x + 0.5 * x
+            out[k, 2] = x + 0.5
+            out[k, 3] = -x + 0.5
+            out[k, 4] = 1.0
+            out[k, 5] = -1.0
         else:
-            out[0] = -0.5 * x
-            out[1] = 1.5 * x
-            out[2] = -0.5
-            out[3] = 1.5
+            out[k, 0] = -0.5 * x
+            out[k, 1] = 1.5 * x
+            out[k, 2] = -0.5
+            out[k, 3] = 1.5
         return
     if x > 1.0:
-        out[0] = x
-        out[2] = 1.0
+        out[k, 0] = x
+        out[k, 2] = 1.0
         return
     if x < -1.0:
-        out[1] = x
-        out[3] = 1.0
+        out[k, 1] = x
+        out[k, 3] = 1.0
         return
     x2 = x * x
     q0 = 0.0625 * x2 * (15.0 + x2 * (-10.0 + 3.0 * x2))
     q1 = 0.0625 * x * (30.0 + x2 * (-40.0 + 18.0 * x2))
     q2 = 0.0625 * (30.0 + x2 * (-120.0 + 90.0 * x2))
-    out[0] = 0.5 * x + q0
-    out[1] = 0.5 * x - q0
-    out[2] = 0.5 + q1
-    out[3] = 0.5 - q1
-    out[4] = q2
-    out[5] = -q2
+    out[k, 0] = 0.5 * x + q0
+    out[k, 1] = 0.5 * x - q0
+    out[k, 2] = 0.5 + q1
+    out[k, 3] = 0.5 - q1
+    out[k, 4] = q2
+    out[k, 5] = -q2
 
 
-@njit(**_JIT)
-def histo_delta(code, x, up, dn):
-    """Additive histosys delta of one bin and its first two derivatives in x
-    (:func:`histo_coeffs`)."""
-    c = np.empty(6)
-    histo_coeffs(code, x, c)
-    return c[0] * up + c[1] * dn, c[2] * up + c[3] * dn, c[4] * up + c[5] * dn
-
-
-@njit(**_JIT)
+@njit(**_LEAF)
 def _excl1(pnz, nz, f):
     """Product of all factors but one (value f), from the product of non-zero factors ``pnz``
     and the count of zero factors ``nz``; exact when factors vanish (e.g. mu = 0)."""
@@ -203,7 +185,7 @@ def _excl1(pnz, nz, f):
     return pnz / f if nz == 0 else 0.0
 
 
-@njit(**_JIT)
+@njit(**_LEAF)
 def _excl2(pnz, nz, fa, fb):
     """Product of all factors but two (values fa, fb); see :func:`_excl1`."""
     rest = nz - (1 if fa == 0.0 else 0) - (1 if fb == 0.0 else 0)
@@ -213,7 +195,7 @@ def _excl2(pnz, nz, fa, fb):
     return pnz / den
 
 
-@njit(**_JIT)
+@njit(**_LEAF)
 def _sym_add(H, a, b, v):
     """Add v to H[a, b] and H[b, a], storing into the lower triangle only (the caller mirrors
     it): 2 v on the diagonal when a == b."""
@@ -226,32 +208,39 @@ def _sym_add(H, a, b, v):
 
 
 @njit(**_JIT)
-def model_pass(theta, r, A, mode, out, J, H):
-    """One pass over all blocks.
+def pass_scratch(A):
+    """Scratch buffers for :func:`model_pass`, sized for the model's largest block; allocate
+    once per fit and reuse (a small model's pass is otherwise mostly allocation)."""
+    blk_nb, sc_ptr, hs_ptr = A[1], A[4], A[10]
+    maxnb = 1
+    maxk = 1
+    maxh = 1
+    for i in range(blk_nb.shape[0]):
+        maxnb = max(maxnb, blk_nb[i])
+        maxk = max(maxk, sc_ptr[i + 1] - sc_ptr[i])
+        maxh = max(maxh, hs_ptr[i + 1] - hs_ptr[i])
+    return (np.empty((maxh, 6)), np.empty((3, maxnb)), np.empty(maxnb, dtype=np.int64), np.empty((4, maxk)))
+
+
+@njit(**_LEAF)
+def model_pass(theta, r, A, mode, out, J, H, S):
+    """One pass over all blocks (``S``: :func:`pass_scratch`).
 
     mode MODE_RATES: out[b] += nu_b; MODE_JAC: also J[b, p] += d nu_b / d theta_p;
     MODE_HESS2: H += sum_b r_b d^2 nu_b / d theta d theta^T, into the lower triangle of H
     only (the caller mirrors it); MODE_BLOCKS: out[flat] = nu per block.
     """
-    (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef,
+    (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, sc_coef,
      hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn, pb_ptr, pb_par, n_bins) = A
     nblk = blk_b0.shape[0]
-    maxnb = 1
-    maxk = 1
-    maxh = 1
-    for i in range(nblk):
-        maxnb = max(maxnb, blk_nb[i])
-        maxk = max(maxk, sc_ptr[i + 1] - sc_ptr[i])
-        maxh = max(maxh, hs_ptr[i + 1] - hs_ptr[i])
-    hc = np.empty((maxh, 6))  # histo_coeffs of the block's histosys terms
-    base = np.empty(maxnb)
-    G = np.empty(maxnb)
-    Gp = np.empty(maxnb)
-    Gz = np.empty(maxnb, dtype=np.int64)
-    f0 = np.empty(maxk)
-    f1 = np.empty(maxk)
-    f2 = np.empty(maxk)
-    fx = np.empty(maxk)  # product of the other scalar factors times f1
+    hc, bins, Gz, fk = S  # histo_coeffs of the block's histosys terms; per-bin and per-term rows
+    base = bins[0]
+    G = bins[1]
+    Gp = bins[2]
+    f0 = fk[0]
+    f1 = fk[1]
+    f2 = fk[2]
+    fx = fk[3]  # product of the other scalar factors times f1
     deriv = mode == MODE_JAC or mode == MODE_HESS2
 
     for blk in range(nblk):
@@ -264,7 +253,7 @@ def model_pass(theta, r, A, mode, out, J, H):
         pnz = 1.0
         for k in range(nk):
             t = k0 + k
-            a, b, c = scalar_factor(sc_kind[t], theta[sc_par[t]], sc_hi[t], sc_lo[t], sc_coef[t], deriv)
+            a, b, c = scalar_factor(sc_kind[t], theta[sc_par[t]], sc_lhi[t], sc_llo[t], sc_coef, t, deriv)
             f0[k] = a
             f1[k] = b
             f2[k] = c
@@ -273,17 +262,17 @@ def model_pass(theta, r, A, mode, out, J, H):
             else:
                 pnz *= a
         F = pnz if nz == 0 else 0.0
-        for k in range(nk):
-            fx[k] = _excl1(pnz, nz, f0[k]) * f1[k]
+        if deriv:
+            for k in range(nk):
+                fx[k] = _excl1(pnz, nz, f0[k]) * f1[k]
         h0 = hs_ptr[blk]
         h1 = hs_ptr[blk + 1]
         for j in range(nb):
             base[j] = nom[off + j]
         for h in range(h0, h1):
-            c = hc[h - h0]
-            histo_coeffs(hs_code[h], theta[hs_par[h]], c)
-            cu = c[0]
-            cd = c[1]
+            histo_coeffs(hs_code[h], theta[hs_par[h]], hc, h - h0)
+            cu = hc[h - h0, 0]
+            cd = hc[h - h0, 1]
             o = hs_doff[h]
             for j in range(nb):
                 base[j] += cu * hs_up[o + j] + cd * hs_dn[o + j]
@@ -315,9 +304,8 @@ def model_pass(theta, r, A, mode, out, J, H):
                         J[b0 + j, p] += base[j] * G[j] * fx[k]
             for h in range(h0, h1):
                 p = hs_par[h]
-                c = hc[h - h0]
-                cu = c[2] * F
-                cd = c[3] * F
+                cu = hc[h - h0, 2] * F
+                cd = hc[h - h0, 3] * F
                 o = hs_doff[h]
                 for j in range(nb):
                     J[b0 + j, p] += (cu * hs_up[o + j] + cd * hs_dn[o + j]) * G[j]
@@ -359,12 +347,15 @@ def model_pass(theta, r, A, mode, out, J, H):
                 ph = hs_par[h]
                 S1 = 0.0
                 S2 = 0.0
-                c = hc[h - h0]
+                c2 = hc[h - h0, 2]
+                c3 = hc[h - h0, 3]
+                c4 = hc[h - h0, 4]
+                c5 = hc[h - h0, 5]
                 o = hs_doff[h]
                 for j in range(nb):
                     rg = r[b0 + j] * G[j]
-                    S1 += rg * (c[2] * hs_up[o + j] + c[3] * hs_dn[o + j])
-                    S2 += rg * (c[4] * hs_up[o + j] + c[5] * hs_dn[o + j])
+                    S1 += rg * (c2 * hs_up[o + j] + c3 * hs_dn[o + j])
+                    S2 += rg * (c4 * hs_up[o + j] + c5 * hs_dn[o + j])
                 H[ph, ph] += S2 * F
                 for k in range(nk):
                     if fx[k] != 0.0:
@@ -383,9 +374,8 @@ def model_pass(theta, r, A, mode, out, J, H):
                         if fx[k] != 0.0:
                             _sym_add(H, pq, sc_par[k0 + k], rj * base[j] * Gq * fx[k])
                     for h in range(h0, h1):
-                        c = hc[h - h0]
                         o = hs_doff[h] + j
-                        d1 = c[2] * hs_up[o] + c[3] * hs_dn[o]
+                        d1 = hc[h - h0, 2] * hs_up[o] + hc[h - h0, 3] * hs_dn[o]
                         _sym_add(H, pq, hs_par[h], rj * d1 * F * Gq)
                     for q2 in range(q + 1, q1):
                         pq2 = pb_par[q2]
@@ -397,7 +387,7 @@ def model_pass(theta, r, A, mode, out, J, H):
 def expected_main(theta, A):
     """Expected main-bin rates, shape (n_bins,)."""
     nu = np.zeros(A[18])
-    model_pass(theta, nu, A, MODE_RATES, nu, np.empty((0, 0)), np.empty((0, 0)))
+    model_pass(theta, nu, A, MODE_RATES, nu, np.empty((0, 0)), np.empty((0, 0)), pass_scratch(A))
     return nu
 
 
@@ -405,11 +395,11 @@ def expected_main(theta, A):
 def expected_blocks(theta, A):
     """Expected yields of every (channel, sample) block, flat (aligned with ``A.nom``)."""
     out = np.zeros(A[3].shape[0])
-    model_pass(theta, out, A, MODE_BLOCKS, out, np.empty((0, 0)), np.empty((0, 0)))
+    model_pass(theta, out, A, MODE_BLOCKS, out, np.empty((0, 0)), np.empty((0, 0)), pass_scratch(A))
     return out
 
 
-@njit(**_JIT)
+@njit(**_LEAF)
 def _poisson_nll(nu, n):
     """-sum_b [xlogy(n_b, nu_b) - nu_b - gammaln(n_b + 1)]; +inf where nu_b <= 0 < n_b.
 
@@ -425,39 +415,26 @@ def _poisson_nll(nu, n):
     return s
 
 
-@njit(**_JIT)
-def constraint_nll(theta, aux, AUX, g, dcon, want):
-    """Constraint part of the NLL. ``want`` >= 1 adds its gradient to g, ``want`` == 2 also its
-    curvature (the Hessian is diagonal) to dcon (P,)."""
+@njit(**_LEAF)
+def constraint_nll(theta, aux, AUX):
+    """Constraint part of the NLL in pyhf's form (all constants included)."""
     par, kind, sigma, tau = AUX
     s = 0.0
     for i in range(par.shape[0]):
-        p = par[i]
-        x = theta[p]
+        x = theta[par[i]]
         a = aux[i]
         if kind[i] == AUX_GAUSS:
-            z = (x - a) / sigma[i]
             # pyhf's normal_logpdf: -log(sigma sqrt(2 pi)) - ((x - mu) / (sqrt(2) sigma))^2
             y = (a - x) / (_SQRT2 * sigma[i])
             s -= -math.log(sigma[i] * _SQRT2PI) - y * y
-            if want >= 1:
-                g[p] += z / sigma[i]
-            if want == 2:
-                dcon[p] += 1.0 / (sigma[i] * sigma[i])
         else:
             rate = x * tau[i]
             if a == 0.0:
                 s += rate
-                if want >= 1:
-                    g[p] += tau[i]
             elif rate <= 0.0:
                 return np.inf
             else:
                 s -= a * math.log(rate) - rate - _gammaln(a + 1.0)
-                if want >= 1:
-                    g[p] += tau[i] - a / x
-                if want == 2:
-                    dcon[p] += a / (x * x)
     return s
 
 
@@ -469,10 +446,10 @@ def nll(theta, data, A, AUX):
     s = _poisson_nll(nu, data[:nb])
     if not np.isfinite(s):
         return np.inf
-    return s + constraint_nll(theta, data[nb:], AUX, np.empty(0), np.empty(0), 0)
+    return s + constraint_nll(theta, data[nb:], AUX)
 
 
-@njit(**_JIT)
+@njit(**_LEAF)
 def dev_term(lam, n):
     """``lam - n - n ln(lam / n)``: a Poisson NLL term minus its saturated (theta-free) value,
     via ``log1p`` near ``lam = n`` so that huge counts (shapesys ``tau`` ~ 1e11) keep full
@@ -492,16 +469,68 @@ def constraint_dev(theta, aux, AUX):
     """Constraint NLL minus its theta-free constant: ``z^2 / 2`` (Gaussian) and
     :func:`dev_term` (Poisson). Differences between two points equal those of
     :func:`constraint_nll` without its rounding noise (gammaln(1e11) ~ 2.4e12)."""
+    return _constraint_terms(theta, aux, AUX, np.empty(0), np.empty(0), False)
+
+
+@njit(**_LEAF)
+def _constraint_terms(theta, aux, AUX, g, dcon, want):
+    """:func:`constraint_dev`; with ``want`` also adds its gradient to ``g`` (P,) and its
+    curvature (the Hessian is diagonal) to ``dcon`` (P,)."""
     par, kind, sigma, tau = AUX
     s = 0.0
     for i in range(par.shape[0]):
-        x = theta[par[i]]
+        p = par[i]
+        x = theta[p]
+        a = aux[i]
         if kind[i] == AUX_GAUSS:
-            z = (x - aux[i]) / sigma[i]
+            z = (x - a) / sigma[i]
             s += 0.5 * z * z
+            if want:
+                g[p] += z / sigma[i]
+                dcon[p] += 1.0 / (sigma[i] * sigma[i])
         else:
-            s += dev_term(x * tau[i], aux[i])
+            s += dev_term(x * tau[i], a)
+            if want:
+                if a == 0.0:
+                    g[p] += tau[i]
+                elif x != 0.0:
+                    g[p] += tau[i] - a / x
+                    dcon[p] += a / (x * x)
     return s
+
+
+@njit(**_LEAF)
+def _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, jac):
+    """:func:`nll_dev` at ``theta`` into preallocated buffers (``S``: :func:`pass_scratch`):
+    the rates ``nu`` (B,); with ``jac`` also the Jacobian ``J`` (B, P), gradient ``g`` (P,),
+    constraint curvature ``dcon`` (P,), residual ``r = 1 - n / nu`` and Gauss-Newton weights
+    ``w = n / nu^2`` (B,). Returns +inf where the NLL is undefined (the buffers then partly
+    written)."""
+    nb = A[18]
+    nu[:] = 0.0
+    if jac:
+        J[:, :] = 0.0
+        model_pass(theta, nu, A, MODE_JAC, nu, J, J, S)
+    else:
+        model_pass(theta, nu, A, MODE_RATES, nu, J, J, S)
+    f = 0.0
+    for b in range(nb):
+        f += dev_term(nu[b], data[b])
+    if not f < np.inf:
+        return np.inf
+    if jac:
+        P = theta.shape[0]
+        g[:] = 0.0
+        dcon[:] = 0.0
+        for b in range(nb):
+            n = data[b]
+            rb = 1.0 - n / nu[b]
+            r[b] = rb
+            w[b] = n / (nu[b] * nu[b])
+            if rb != 0.0:
+                for p in range(P):
+                    g[p] += J[b, p] * rb
+    return f + _constraint_terms(theta, data[nb:], AUX, g, dcon, jac)
 
 
 @njit(**_JIT)
@@ -509,13 +538,8 @@ def nll_dev(theta, data, A, AUX):
     """NLL minus a theta-independent constant (the saturated likelihood), computed without the
     cancellation of pyhf's form. The fit compares these values: with a shapesys constraint of
     tau ~ 1e11 the pyhf-form NLL carries rounding noise of ~1e-3, this form ~1e-12."""
-    nb = A[18]
-    nu = expected_main(theta, A)
-    n = data[:nb]
-    s = 0.0
-    for b in range(nb):
-        s += dev_term(nu[b], n[b])
-    return s + constraint_dev(theta, data[nb:], AUX)
+    e = np.empty(0)
+    return _eval(theta, data, A, AUX, pass_scratch(A), np.empty(A[18]), np.empty((0, 0)), e, e, e, e, False)
 
 
 @njit(**_JIT)
@@ -524,8 +548,18 @@ def _rates_jac(theta, A):
     P = theta.shape[0]
     nu = np.zeros(nb)
     J = np.zeros((nb, P))
-    model_pass(theta, nu, A, MODE_JAC, nu, J, np.empty((0, 0)))
+    model_pass(theta, nu, A, MODE_JAC, nu, J, J, pass_scratch(A))
     return nu, J
+
+
+@njit(**_LEAF)
+def _pyhf_nll(theta, data, A, AUX, nu):
+    """pyhf's NLL (:func:`nll`) from the rates ``nu`` at ``theta``."""
+    nb = A[18]
+    f = _poisson_nll(nu, data[:nb])
+    if not f < np.inf:
+        return np.inf
+    return f + constraint_nll(theta, data[nb:], AUX)
 
 
 @njit(**_JIT)
@@ -534,30 +568,25 @@ def _grad_parts(theta, data, A, AUX):
     residual r = 1 - n / nu (B,), constraint curvature (P,)); nll = inf where undefined."""
     nb = A[18]
     P = theta.shape[0]
-    nu, J = _rates_jac(theta, A)
-    n = data[:nb]
+    nu = np.empty(nb)
+    J = np.empty((nb, P))
     g = np.zeros(P)
     dcon = np.zeros(P)
-    f = _poisson_nll(nu, n)
-    if not np.isfinite(f):
-        return np.inf, g, J, np.zeros(nb), np.zeros(nb), dcon
-    r = 1.0 - n / nu
-    for b in range(nb):
-        rb = r[b]
-        if rb != 0.0:
-            for p in range(P):
-                g[p] += J[b, p] * rb
-    w = n / (nu * nu)
-    f += constraint_nll(theta, data[nb:], AUX, g, dcon, 2)
-    return f, g, J, w, r, dcon
+    r = np.zeros(nb)
+    w = np.zeros(nb)
+    if not _eval(theta, data, A, AUX, pass_scratch(A), nu, J, g, dcon, r, w, True) < np.inf:
+        return np.inf, np.zeros(P), J, np.zeros(nb), np.zeros(nb), np.zeros(P)
+    return _pyhf_nll(theta, data, A, AUX, nu), g, J, w, r, dcon
 
 
-@njit(**_JIT)
-def _gram_lower(J, w, sel):
-    """Lower triangle of ``J_s^T diag(w) J_s`` over the columns ``sel`` (plain loops, for small
-    problems; the strict upper triangle is left 0)."""
+@njit(**_LEAF)
+def _gram_into(J, w, sel, M):
+    """Lower triangle of ``J_s^T diag(w) J_s`` over the columns ``sel`` into the leading
+    m x m block of ``M`` (plain loops, for small problems; the upper triangle is not written)."""
     m = sel.shape[0]
-    M = np.zeros((m, m))
+    for a in range(m):
+        for c in range(a + 1):
+            M[a, c] = 0.0
     for b in range(J.shape[0]):
         wb = w[b]
         if wb == 0.0:
@@ -567,6 +596,14 @@ def _gram_lower(J, w, sel):
             if v != 0.0:
                 for c in range(a + 1):
                     M[a, c] += v * J[b, sel[c]]
+
+
+@njit(**_JIT)
+def _gram_lower(J, w, sel):
+    """:func:`_gram_into` into a new (m, m) array whose strict upper triangle is 0."""
+    m = sel.shape[0]
+    M = np.zeros((m, m))
+    _gram_into(J, w, sel, M)
     return M
 
 
@@ -582,7 +619,7 @@ def submatrix(H, sel):
 
 
 @njit(**_JIT)
-def _hessian(theta, J, w, r, dcon, A, exact):
+def _hessian(theta, J, w, r, dcon, A, exact, S):
     """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
     ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian."""
     B, P = J.shape
@@ -593,7 +630,7 @@ def _hessian(theta, J, w, r, dcon, A, exact):
         Jw = J * np.sqrt(w).reshape(-1, 1)
         H = np.ascontiguousarray(Jw.T) @ Jw
     if exact:
-        model_pass(theta, r, A, MODE_HESS2, w, J, H)
+        model_pass(theta, r, A, MODE_HESS2, w, J, H, S)
     if small or exact:
         for i in range(P):
             for j in range(i):
@@ -619,7 +656,7 @@ def nll_grad_hess(theta, data, A, AUX, exact):
     if not np.isfinite(f):
         P = theta.shape[0]
         return np.inf, g, np.zeros((P, P))
-    return f, g, _hessian(theta, J, w, r, dcon, A, exact)
+    return f, g, _hessian(theta, J, w, r, dcon, A, exact, pass_scratch(A))
 
 
 # LAPACK's SPD inverse (dpotrf + dpotri) from SciPy, bound by symbol name as gammaln above;
@@ -632,6 +669,26 @@ _dpotrf = types.ExternalFunction("nextstat_dpotrf", types.void(_I, _I, _I, _I, _
 _dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _I))
 
 
+@njit(**_LEAF)
+def _chol_inplace(M, n):
+    """Cholesky factor of the leading n x n block of ``M`` in place: reads and overwrites its
+    lower triangle (the upper is untouched). Plain loops, for small matrices. Returns ok."""
+    for j in range(n):
+        s = M[j, j]
+        for k in range(j):
+            s -= M[j, k] * M[j, k]
+        if not s > 0.0:
+            return False
+        d = math.sqrt(s)
+        M[j, j] = d
+        for i in range(j + 1, n):
+            t = M[i, j]
+            for k in range(j):
+                t -= M[i, k] * M[j, k]
+            M[i, j] = t / d
+    return True
+
+
 @njit(**_JIT)
 def _chol(M):
     """Cholesky factor of a symmetric matrix; (ok, L) with L lower, C order. Plain loops for
@@ -641,19 +698,11 @@ def _chol(M):
         return True, M.copy()
     if n <= _SMALL_DENSE:
         L = np.zeros((n, n))
-        for j in range(n):
-            s = M[j, j]
-            for k in range(j):
-                s -= L[j, k] * L[j, k]
-            if not s > 0.0:
-                return False, M
-            d = math.sqrt(s)
-            L[j, j] = d
-            for i in range(j + 1, n):
-                t = M[i, j]
-                for k in range(j):
-                    t -= L[i, k] * L[j, k]
-                L[i, j] = t / d
+        for i in range(n):
+            for j in range(i + 1):
+                L[i, j] = M[i, j]
+        if not _chol_inplace(L, n):
+            return False, M
         return True, L
     # LAPACK in place: C-order lower L is Fortran-order upper U = L^T
     L = M.copy()
@@ -669,24 +718,33 @@ def _chol(M):
     return True, L
 
 
+@njit(**_LEAF)
+def _lower_solve(L, x, n):
+    """Solve L y = x in place over the leading n x n block of L (lower triangular, C order)."""
+    for i in range(n):
+        t = x[i]
+        for k in range(i):
+            t -= L[i, k] * x[k]
+        x[i] = t / L[i, i]
+
+
+@njit(**_LEAF)
+def _upper_solve(L, x, n):
+    """Solve L^T y = x in place over the leading n x n block of L (lower triangular, C order)."""
+    for i in range(n - 1, -1, -1):
+        t = x[i]
+        for k in range(i + 1, n):
+            t -= L[k, i] * x[k]
+        x[i] = t / L[i, i]
+
+
 @njit(**_JIT)
 def _chol_solve(L, rhs):
-    """Solve L L^T X = rhs for a 2-D rhs (columns solved independently)."""
-    n = L.shape[0]
-    X = rhs.copy()
-    X2 = X
-    for c in range(X2.shape[1]):
-        for i in range(n):
-            t = X2[i, c]
-            for k in range(i):
-                t -= L[i, k] * X2[k, c]
-            X2[i, c] = t / L[i, i]
-        for i in range(n - 1, -1, -1):
-            t = X2[i, c]
-            for k in range(i + 1, n):
-                t -= L[k, i] * X2[k, c]
-            X2[i, c] = t / L[i, i]
-    return X
+    """Solve L L^T x = rhs (1-D) for a Cholesky factor L; returns a new array."""
+    x = rhs.copy()
+    _lower_solve(L, x, L.shape[0])
+    _upper_solve(L, x, L.shape[0])
+    return x
 
 
 @njit(**_JIT)
@@ -702,91 +760,163 @@ def _gn_dense(J, w, dcon, sel, rhs, ridge):
     ok, L = _chol(M)
     if not ok:
         return False, rhs.copy()
-    return True, _chol_solve(L, rhs.reshape(-1, 1))[:, 0]
+    return True, _chol_solve(L, rhs)
 
 
 @njit(**_JIT)
-def _gn_solve(U, D, rhs, ridge):
+def _gn_solve(Ut, D, rhs, ridge):
     """Solve (diag(D) + U^T U + ridge I) x = rhs in bin space (Woodbury identity).
 
-    U: (B, m) = sqrt(w) J restricted to the active parameters; D: (m,) >= 0 constraint curvature.
-    Parameters with D = 0 (unconstrained) are eliminated through their Schur complement, so the
-    cost is O(B^2 m + B^3 + u^3) for u unconstrained parameters instead of O(m^3).
-    Returns (ok, x).
+    Ut: (m, B) = (sqrt(w) J)^T over the active parameters, C order; D: (m,) >= 0 constraint
+    curvature. With c the parameters where D + ridge > 0 and u the others (unconstrained),
+    K = I + U_c D_c^-1 U_c^T (B x B) gives M_cc^-1 = D_c^-1 - D_c^-1 U_c^T K^-1 U_c D_c^-1, and
+    the Schur complement of the unconstrained block is U_u^T K^-1 U_u (since
+    I - U_c M_cc^-1 U_c^T = K^-1). Cost O(m B^2) for K (rows with zeros skipped) plus O(m B) and
+    O(u^3): no m x m matrix is formed. Returns (ok, x).
     """
-    B, m = U.shape
-    Dr = D + ridge
-    c = np.flatnonzero(Dr > 0.0)
-    u = np.flatnonzero(Dr <= 0.0)
-    nc = c.shape[0]
-    nu = u.shape[0]
-    Uc = np.ascontiguousarray(U[:, c])
-    Uu = np.ascontiguousarray(U[:, u])
-    dinv = 1.0 / Dr[c]
-    # K = I + Uc Dc^-1 Uc^T  (B x B)
-    UcD = Uc * dinv.reshape(1, -1)
-    K = UcD @ Uc.T
-    for i in range(B):
-        K[i, i] += 1.0
+    m, B = Ut.shape
+    K = np.zeros((B, B))
+    y = np.zeros(B)  # U_c D_c^-1 rhs_c
+    uidx = np.empty(m, dtype=np.int64)
+    nu = 0
+    for a in range(m):
+        da = D[a] + ridge
+        if not da > 0.0:
+            uidx[nu] = a
+            nu += 1
+            continue
+        ra = rhs[a] / da
+        for b in range(B):
+            ub = Ut[a, b]
+            if ub != 0.0:
+                y[b] += ub * ra
+                v = ub / da
+                for c in range(b + 1):
+                    K[b, c] += v * Ut[a, c]
+    for b in range(B):
+        K[b, b] += 1.0
+        for c in range(b):
+            K[c, b] = K[b, c]
     ok, LK = _chol(K)
     if not ok:
         return False, rhs.copy()
-    # right-hand sides for Mcc^-1: [rhs_c, Mcu] with Mcu = Uc^T Uu
-    UcT = np.ascontiguousarray(Uc.T)
-    R = np.empty((nc, 1 + nu))
-    R[:, 0] = rhs[c]
-    Mcu = np.ascontiguousarray(UcT @ Uu)
-    R[:, 1:] = Mcu
-    # Mcc^-1 R = Dc^-1 R - Dc^-1 Uc^T K^-1 Uc Dc^-1 R
-    DR = R * dinv.reshape(-1, 1)
-    T = _chol_solve(LK, Uc @ DR)
-    X = DR - (UcT @ T) * dinv.reshape(-1, 1)
     x = np.empty(m)
-    if nu == 0:
-        x[c] = X[:, 0]
-        return True, x
-    X0 = np.ascontiguousarray(X[:, 0])
-    X1 = np.ascontiguousarray(X[:, 1:])
-    McuT = np.ascontiguousarray(Mcu.T)
-    S = np.ascontiguousarray(Uu.T) @ Uu - McuT @ X1
-    ru = rhs[u] - McuT @ X0
-    okS, LS = _chol(S)
-    if not okS:
-        return False, rhs.copy()
-    xu = np.ascontiguousarray(_chol_solve(LS, ru.reshape(-1, 1))[:, 0])
-    x[u] = xu
-    x[c] = X0 - X1 @ xu
+    s = y  # U_c D_c^-1 v_c with v_c = rhs_c - U_c^T U_u x_u
+    if nu > 0:
+        # S = Z^T Z with Z = LK^-1 U_u; ru = rhs_u - Z^T LK^-1 y
+        Z = np.empty((nu, B))
+        yl = y.copy()
+        _lower_solve(LK, yl, B)
+        S = np.zeros((nu, nu))
+        ru = np.empty(nu)
+        for j in range(nu):
+            for b in range(B):
+                Z[j, b] = Ut[uidx[j], b]
+            _lower_solve(LK, Z[j], B)
+            t = rhs[uidx[j]]
+            for b in range(B):
+                t -= Z[j, b] * yl[b]
+            ru[j] = t
+            for k in range(j + 1):
+                v = 0.0
+                for b in range(B):
+                    v += Z[j, b] * Z[k, b]
+                S[j, k] = v
+                S[k, j] = v
+        okS, LS = _chol(S)
+        if not okS:
+            return False, rhs.copy()
+        xu = _chol_solve(LS, ru)
+        z = np.zeros(B)  # U_u x_u
+        for j in range(nu):
+            x[uidx[j]] = xu[j]
+            for b in range(B):
+                z[b] += Ut[uidx[j], b] * xu[j]
+        s = np.zeros(B)
+        for a in range(m):
+            da = D[a] + ridge
+            if not da > 0.0:
+                continue
+            v = rhs[a]
+            for b in range(B):
+                v -= Ut[a, b] * z[b]
+            x[a] = v  # v_c, finished below
+            v /= da
+            for b in range(B):
+                s[b] += Ut[a, b] * v
+    else:
+        for a in range(m):
+            x[a] = rhs[a]
+    t = _chol_solve(LK, s)
+    for a in range(m):
+        da = D[a] + ridge
+        if not da > 0.0:
+            continue
+        v = x[a]
+        for b in range(B):
+            v -= Ut[a, b] * t[b]
+        x[a] = v / da
     return True, x
 
 
 @njit(**_JIT)
-def _exact_factor(theta, J, w, r, dcon, A, sel):
+def _exact_factor(theta, J, w, r, dcon, A, sel, S):
     """Cholesky factor of the exact Hessian over ``sel`` (0 x 0 where not positive definite)."""
-    ok, L = _chol(submatrix(_hessian(theta, J, w, r, dcon, A, True), sel))
+    ok, L = _chol(submatrix(_hessian(theta, J, w, r, dcon, A, True, S), sel))
     return L if ok else np.empty((0, 0))
 
 
-@njit(**_JIT)
-def _gn_direction(J, w, dcon, sel, gs, ridge0):
-    """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``) with ``ridge0`` added to
-    the diagonal (Levenberg-Marquardt damping; 0 for a plain step): dense Cholesky for small
-    problems, else in bin space (:func:`_gn_solve`); a growing ridge where the matrix is
-    singular. Returns (ok, d)."""
+@njit(**_LEAF)
+def _gn_dense_into(J, w, dcon, sel, gs, ridge, M, x):
+    """Solve (J_s^T diag(w) J_s + diag(dcon_s) + ridge I) x = -gs over the parameters ``sel``
+    in the caller's buffers (``M`` at least m x m, ``x`` at least m): no allocation, for small
+    problems. Returns ok."""
     m = sel.shape[0]
+    _gram_into(J, w, sel, M)
+    for a in range(m):
+        M[a, a] += dcon[sel[a]] + ridge
+        x[a] = -gs[a]
+    if not _chol_inplace(M, m):
+        return False
+    _lower_solve(M, x, m)
+    _upper_solve(M, x, m)
+    return True
+
+
+@njit(**_JIT)
+def _gn_direction(J, w, dcon, sel, gs, ridge0, M, x):
+    """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``) with ``ridge0`` added to
+    the diagonal (Levenberg-Marquardt damping; 0 for a plain step): in the work buffers ``M``,
+    ``x`` where they hold m parameters (small problems; pass 0-size buffers otherwise), else
+    dense Cholesky for m <= bins, else in bin space (:func:`_gn_solve`); a growing ridge where
+    the matrix is singular. Returns (ok, d)."""
+    m = sel.shape[0]
+    ridge = ridge0
+    if m <= M.shape[0]:
+        for _ in range(12):
+            if _gn_dense_into(J, w, dcon, sel, gs, ridge, M, x):
+                return True, x[:m]
+            ridge = 1e-10 if ridge == 0.0 else ridge * 100.0
+        return False, x[:m]
     mgs = -gs
     dense = m <= _SMALL_DENSE or m <= J.shape[0]
     if dense:
-        U = np.empty((0, 0))
+        Ut = np.empty((0, 0))
         Ds = np.empty(0)
     else:
-        U = np.ascontiguousarray(J[:, sel] * np.sqrt(w).reshape(-1, 1))
+        B = J.shape[0]
+        sw = np.sqrt(w)
+        Ut = np.empty((m, B))
+        for a in range(m):
+            i = sel[a]
+            for b in range(B):
+                Ut[a, b] = J[b, i] * sw[b]
         Ds = dcon[sel]
-    ridge = ridge0
     for _ in range(12):
         if dense:
             ok, d = _gn_dense(J, w, dcon, sel, mgs, ridge)
         else:
-            ok, d = _gn_solve(U, Ds, mgs, ridge)
+            ok, d = _gn_solve(Ut, Ds, mgs, ridge)
         if ok:
             return True, d
         ridge = 1e-10 if ridge == 0.0 else ridge * 100.0
@@ -807,32 +937,40 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
 
     Returns theta, nll, gradient, n_iter, status, edm, L, nll_dev."""
     P = theta0.shape[0]
+    B = A[18]
     theta = theta0.copy()
     n_free = 0
     for i in range(P):
         if not fixed[i]:
             theta[i] = min(max(theta[i], lo[i]), hi[i])
             n_free += 1
+    S = pass_scratch(A)
+    # rates and derivatives at theta (valid while `cur`), and at the line search's first trial
+    # point (swapped in when that point is accepted, which saves a pass per iteration)
+    nu, J, g, dcon, r, w = np.empty(B), np.empty((B, P)), np.zeros(P), np.zeros(P), np.empty(B), np.empty(B)
+    nu2, J2, g2, dcon2, r2, w2 = np.empty(B), np.empty((B, P)), np.zeros(P), np.zeros(P), np.empty(B), np.empty(B)
+    trial = np.empty(P)
+    idx = np.empty(P, dtype=np.int64)
+    gsel = np.empty(P)
+    Mw = np.empty((P, P)) if P <= _SMALL_DENSE else np.empty((0, 0))  # small Gauss-Newton solves
+    xw = np.empty(P)
+    E = np.empty((0, 0))
+    cur = False
     status = FIT_MAXITER
     edm = np.inf
     prev_edm = np.inf
     f = np.inf  # deviance form at theta (nll_dev), kept current as theta moves
-    have_f = False
-    g = np.zeros(P)
     it = 0
     exact = False
     damp = 0.0
-    idx = np.empty(P, dtype=np.int64)
     L_out = np.empty((0, 0))
     for it in range(1, maxiter + 1):
-        fpy, g, J, w, r, dcon = _grad_parts(theta, data, A, AUX)
-        if not np.isfinite(fpy):
-            status = FIT_NONFINITE
-            f = np.inf
-            break
-        if not have_f:
-            f = nll_dev(theta, data, A, AUX)
-            have_f = True
+        if not cur:
+            f = _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, True)
+            if not f < np.inf:
+                status = FIT_NONFINITE
+                break
+            cur = True
         m = 0
         for i in range(P):
             if fixed[i]:
@@ -844,49 +982,49 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             idx[m] = i
             m += 1
         if m == 0:
-            status = FIT_CONVERGED
-            edm = 0.0
-            return theta, fpy, g, it, status, edm, L_out, f
+            return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, 0.0, L_out, f
         sel = idx[:m]
-        gs = g[sel]
+        gs = gsel[:m]
+        for a in range(m):
+            gs[a] = g[sel[a]]
         ok = False
-        d = gs.copy()
-        L = np.empty((0, 0))
+        d = gs
+        L = E
         ridge = 0.0
         if damp > 0.0:
             # Levenberg-Marquardt: damp relative to the mean Gauss-Newton diagonal
             for a in range(m):
                 i = sel[a]
                 t = dcon[i]
-                for b in range(J.shape[0]):
+                for b in range(B):
                     t += w[b] * J[b, i] * J[b, i]
                 ridge += t
             ridge = damp * max(ridge / m, 1e-300)
         if exact and certify and damp == 0.0:
             # a cheap certificate first: where the Gauss-Newton EDM is already below tol the
             # fit has converged without the exact Hessian (Hesse, if wanted, builds it then)
-            ok_gn, d_gn = _gn_direction(J, w, dcon, sel, gs, 0.0)
+            ok_gn, d_gn = _gn_direction(J, w, dcon, sel, gs, 0.0, Mw, xw)
             if ok_gn:
                 edm_gn = 0.0
                 for a in range(m):
                     edm_gn -= 0.5 * gs[a] * d_gn[a]
                 if edm_gn < tol:
                     if want_L and m == n_free:
-                        L_out = _exact_factor(theta, J, w, r, dcon, A, sel)
-                    return theta, fpy, g, it, FIT_CONVERGED, edm_gn, L_out, f
+                        L_out = _exact_factor(theta, J, w, r, dcon, A, sel, S)
+                    return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm_gn, L_out, f
         if exact:
-            Hs = submatrix(_hessian(theta, J, w, r, dcon, A, True), sel)
+            Hs = submatrix(_hessian(theta, J, w, r, dcon, A, True, S), sel)
             for a in range(m):
                 Hs[a, a] += ridge
             ok, L = _chol(Hs)
             if ok:
-                d = -_chol_solve(L, gs.reshape(-1, 1))[:, 0]
+                d = -_chol_solve(L, gs)
         if not ok:
-            ok, d = _gn_direction(J, w, dcon, sel, gs, ridge)
+            ok, d = _gn_direction(J, w, dcon, sel, gs, ridge, Mw, xw)
             if not ok:
                 status = FIT_LINESEARCH
                 break
-            L = np.empty((0, 0))
+            L = E
         gd = 0.0
         for a in range(m):
             gd += gs[a] * d[a]
@@ -895,10 +1033,9 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             damp = 0.0  # confirm on the undamped matrix
             continue
         if edm < tol:
-            status = FIT_CONVERGED
             if m == n_free:
-                L_out = L if L.shape[0] == m or not want_L else _exact_factor(theta, J, w, r, dcon, A, sel)
-            return theta, fpy, g, it, status, edm, L_out, f
+                L_out = L if L.shape[0] == m or not want_L else _exact_factor(theta, J, w, r, dcon, A, sel, S)
+            return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm, L_out, f
         # Gauss-Newton converges linearly; switch to the exact Hessian where that is slow near
         # the minimum (where Newton's quadratic convergence holds), or very slow anywhere
         if not exact and ((edm > 0.1 * prev_edm and edm < _EXACT_EDM) or edm > 0.5 * prev_edm):
@@ -921,17 +1058,19 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             n_cross += 1
             keep = theta[i]
             theta[i] = target
-            fs = nll_dev(theta, data, A, AUX)
-            if np.isfinite(fs) and fs <= f:
+            fs = _eval(theta, data, A, AUX, S, nu2, J2, g2, dcon2, r2, w2, False)
+            if fs < np.inf and fs <= f:
                 f = fs
                 n_snap += 1
+                cur = False
             else:
                 theta[i] = keep
         if n_snap > 0 and n_cross < m:
             continue
         t = 1.0
         accepted = False
-        trial = theta.copy()
+        first = True
+        trial[:] = theta
         ft = f
         for _ in range(40):
             dec = 0.0
@@ -939,11 +1078,12 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
                 i = sel[a]
                 trial[i] = min(max(theta[i] + t * d[a], lo[i]), hi[i])
                 dec += g[i] * (trial[i] - theta[i])
-            ft = nll_dev(trial, data, A, AUX)
-            if np.isfinite(ft) and ft <= f + 1e-4 * dec:
+            ft = _eval(trial, data, A, AUX, S, nu2, J2, g2, dcon2, r2, w2, first)
+            if ft < np.inf and ft <= f + 1e-4 * dec:
                 accepted = True
                 break
             t *= 0.5
+            first = False
         if not accepted:
             # no decrease possible at machine precision: at the minimum if the EDM is tiny;
             # else retry on the exact Hessian, then with growing Levenberg-Marquardt damping
@@ -963,6 +1103,14 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
         if damp > 0.0:
             damp = damp * 0.1 if damp > 1e-3 else 0.0
         theta[:] = trial
+        if first:
+            nu, nu2 = nu2, nu
+            J, J2 = J2, J
+            g, g2 = g2, g
+            dcon, dcon2 = dcon2, dcon
+            r, r2 = r2, r
+            w, w2 = w2, w
+        cur = first
         tiny = f - ft < 1e-15 * max(1.0, abs(f))
         f = ft
         if tiny and edm < 1e-8:
@@ -970,8 +1118,9 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             break
     if status == FIT_NONFINITE:
         return theta, np.inf, g, it, status, edm, L_out, np.inf
-    fpy, g = nll_grad(theta, data, A, AUX)
-    return theta, fpy, g, it, status, edm, L_out, f
+    if not cur:
+        f = _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, True)
+    return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, status, edm, L_out, f
 
 
 @njit(**_JIT)
@@ -998,6 +1147,35 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, certify=True):
 
 # ------------------------------------------------------------------------------ Hesse
 @njit(**_JIT)
+def _spd_inverse_small(a, factored):
+    """:func:`_spd_inverse` with plain loops (small matrices, where a LAPACK call costs more
+    than the arithmetic): X = L^-1 by forward substitution, then a = X^T X."""
+    n = a.shape[0]
+    if factored:
+        L = a
+    else:
+        ok, L = _chol(a)
+        if not ok:
+            return False
+    X = np.zeros((n, n))
+    for j in range(n):
+        X[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, n):
+            t = 0.0
+            for k in range(j, i):
+                t -= L[i, k] * X[k, j]
+            X[i, j] = t / L[i, i]
+    for i in range(n):
+        for j in range(i + 1):
+            t = 0.0
+            for k in range(i, n):
+                t += X[k, i] * X[k, j]
+            a[i, j] = t
+            a[j, i] = t
+    return True
+
+
+@njit(**_JIT)
 def _spd_inverse(a, factored):
     """Inverse of a symmetric positive-definite matrix, in place in ``a`` (C order).
 
@@ -1007,6 +1185,8 @@ def _spd_inverse(a, factored):
     n = a.shape[0]
     if n == 0:
         return True
+    if n <= _SMALL_DENSE:
+        return _spd_inverse_small(a, factored)
     # C-order lower L is Fortran-order upper U = L^T (the matrix is U^T U); a symmetric matrix
     # reads the same in either order
     uplo = np.array([85], dtype=np.uint8)  # "U"
@@ -1067,7 +1247,8 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
     Hesse (reusing the final exact Hessian when the fit computed it) on packed model buffers
     (:func:`pack`), which keeps the call overhead small for small models.
 
-    Returns theta, nll, n_iter, status, edm, covariance, errors, correlation, posdef."""
+    Returns theta, nll, n_iter, status, edm, covariance, errors, correlation, posdef, and masks
+    of the fixed parameters (a copy of ``fixed``) and of free parameters that ended on a bound."""
     A, AUX = unpack(FB, IB)
     theta, f, g, it, status, edm, L, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, do_hesse)
     P = theta.shape[0]
@@ -1088,7 +1269,11 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
                 if np.isfinite(v):
                     corr[i, j] = v
         corr[i, i] = 1.0
-    return theta, f, it, status, edm, cov, err, corr, posdef
+    fixed_out = fixed.copy()
+    at_limit = np.zeros(P, dtype=np.bool_)
+    for i in range(P):
+        at_limit[i] = not fixed[i] and (theta[i] <= lo[i] or theta[i] >= hi[i])
+    return theta, f, it, status, edm, cov, err, corr, posdef, fixed_out, at_limit
 
 
 @njit(**_JIT)
@@ -1131,7 +1316,7 @@ def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX):
         if v != 0.0:
             for a in range(m):
                 rhs[a] += J[b, sel[a]] * v
-    ok, d = _gn_direction(J, w, dcon, sel, rhs, 0.0)
+    ok, d = _gn_direction(J, w, dcon, sel, rhs, 0.0, np.empty((0, 0)), np.empty(0))
     if not ok:
         return plain
     start = plain.copy()

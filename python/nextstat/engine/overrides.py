@@ -251,14 +251,14 @@ def newton_polish(theta, data, lo, hi, fixed, A, AUX):
     if m == 0:
         return out
     sel = idx[:m]
-    gs = g[sel].reshape(-1, 1)
+    gs = g[sel]
     ok, L = core._chol(core.submatrix(H, sel))
     if not ok:
         return out
-    d = core._chol_solve(L, gs)[:, 0]
+    d = core._chol_solve(L, gs)
     edm = 0.0
     for a in range(m):
-        edm += 0.5 * gs[a, 0] * d[a]
+        edm += 0.5 * gs[a] * d[a]
         out[sel[a]] -= d[a]
         if not lo[sel[a]] < out[sel[a]] < hi[sel[a]]:
             return theta.copy()
@@ -382,12 +382,12 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
         return q, g_q, qa, g_a, thetas, status
     _, _, H = core.nll_grad_hess(t_a, data_obs, A2, AUX, True)
     Hs = core.submatrix(H, sel)
-    us = u[sel].reshape(-1, 1)
+    us = u[sel]
     ok, L = core._chol(Hs)
     if ok:
-        zs = core._chol_solve(L, us)[:, 0]
+        zs = core._chol_solve(L, us)
     else:  # singular (a direction the likelihood does not constrain): minimum-norm solution
-        zs = (np.linalg.pinv(Hs) @ us)[:, 0]
+        zs = np.linalg.pinv(Hs) @ us
     z = np.zeros(P)
     for a in range(m):
         z[sel[a]] = zs[a]

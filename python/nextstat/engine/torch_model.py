@@ -116,7 +116,7 @@ class TorchModel:
         self.device = dev
         self.dtype = dtype
         A = model.arrays
-        (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_hi, sc_lo, sc_coef,
+        (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, sc_coef,
          hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn, pb_ptr, pb_par, n_bins) = A
         P = model.n_params
         self.n_params = P
@@ -186,9 +186,8 @@ class TorchModel:
         self._nom = torch.as_tensor(nom, **F)
         self._sc_par = torch.as_tensor(sc_par, **L)
         lin = sc_kind == core.SC_LINEAR
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self._lh = torch.as_tensor(np.where(lin, 0.0, np.log(sc_hi)), **F)
-            self._mll = torch.as_tensor(np.where(lin, 0.0, -np.log(sc_lo)), **F)
+        self._lh = torch.as_tensor(np.where(lin, 0.0, sc_lhi), **F)
+        self._mll = torch.as_tensor(np.where(lin, 0.0, -sc_llo), **F)
         self._sc_lin = torch.as_tensor(lin, device=dev)
         self._sc_code1 = torch.as_tensor(sc_kind == core.SC_CODE1, device=dev)
         self._sc_code4 = torch.as_tensor(sc_kind == core.SC_CODE4, device=dev)

@@ -83,18 +83,18 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
     else:
         b = _bounds(model, par_bounds)
         lo, hi = np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
-    theta, f, n_iter, status, edm, cov, err, corr, posdef = core.fit_with_errors(
+    theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = core.fit_with_errors(
         init, d, lo, hi, fixed, *model.packed, maxiter, tol, hesse)
     converged = status == core.FIT_CONVERGED
     message = _MESSAGES[status]
     if converged and hesse and not posdef:
         message = "converged; the Hessian is not positive definite (covariance approximated)"
-    return FitResult(
+    return FitResult._build(
         bestfit=theta, errors=err, covariance=cov, correlation=corr,
         parameter_names=model._names, poi_index=model.poi_index,
         nll=f, edm=edm, converged=converged, n_iter=n_iter,
-        time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed.copy(),
-        at_limit=~fixed & ((theta <= lo) | (theta >= hi)), posdef=posdef,
+        time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed,
+        at_limit=at_limit, posdef=posdef,
     )
 
 

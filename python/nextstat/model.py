@@ -313,21 +313,18 @@ class Model:
                 blk_sample.append(sname)
                 nom.extend(sample["data"])
                 per_bin: list[list[int]] = [[] for _ in range(n)]
+                # scalar terms in parameter order: the exact Hessian's pair loop then runs along
+                # rows of H with predictable branches
+                scalars: list[tuple[int, int, float, float, np.ndarray]] = []
                 for (mname, mtype), (mod, path) in sorted(mods.items()):
                     psl = self.par_slices[mname]
                     if mtype in ("normfactor", "lumi"):
-                        sc_par.append(psl.start)
-                        sc_kind.append(core.SC_LINEAR)
-                        sc_lhi.append(0.0)
-                        sc_llo.append(0.0)
-                        sc_coef.append(np.zeros(6))
+                        scalars.append((psl.start, core.SC_LINEAR, 0.0, 0.0, np.zeros(6)))
                     elif mtype == "normsys":
                         hi, lo = float(mod["data"]["hi"]), float(mod["data"]["lo"])
-                        sc_par.append(psl.start)
-                        sc_kind.append(_NORMSYS_CODES[normsys_code])
-                        sc_lhi.append(math.log(hi))  # factors are > 0 (workspace validation)
-                        sc_llo.append(math.log(lo))
-                        sc_coef.append(code4_coefficients(hi, lo))
+                        # factors are > 0 (workspace validation)
+                        scalars.append((psl.start, _NORMSYS_CODES[normsys_code], math.log(hi), math.log(lo),
+                                        code4_coefficients(hi, lo)))
                     elif mtype == "histosys":
                         hs_par.append(psl.start)
                         hs_code.append(_HISTOSYS_CODES[histosys_code])
@@ -342,6 +339,12 @@ class Model:
                         masked = self._staterror_bins(mname)
                         for j in range(n):
                             per_bin[j].append(psl.start + masked.index(sl.start + j))
+                for par, kind, lhi, llo, coef in sorted(scalars, key=lambda term: term[0]):
+                    sc_par.append(par)
+                    sc_kind.append(kind)
+                    sc_lhi.append(lhi)
+                    sc_llo.append(llo)
+                    sc_coef.append(coef)
                 sc_ptr.append(len(sc_par))
                 hs_ptr.append(len(hs_par))
                 for j in range(n):

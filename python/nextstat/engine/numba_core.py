@@ -328,13 +328,14 @@ def model_pass(theta, r, A, mode, out, J, H, S):
                 for k in range(nk):  # f1, f2 are free to reuse from here on
                     f2[k] = f1[k] / f0[k]
                     f1[k] = c * f2[k]
-                for k in range(nk):
-                    vk = f1[k]
-                    if vk == 0.0:
+                # terms are in parameter order (model build): pair (l, k < l) goes to row p_l
+                for l in range(1, nk):
+                    vl = f1[l]
+                    if vl == 0.0:
                         continue
-                    pk = sc_par[k0 + k]
-                    for l in range(k + 1, nk):
-                        _sym_add(H, pk, sc_par[k0 + l], vk * f2[l])
+                    pl = sc_par[k0 + l]
+                    for k in range(l):
+                        _sym_add(H, pl, sc_par[k0 + k], vl * f2[k])
             else:
                 for k in range(nk):
                     pk = sc_par[k0 + k]
@@ -619,25 +620,74 @@ def submatrix(H, sel):
 
 
 @njit(**_JIT)
-def _hessian(theta, J, w, r, dcon, A, exact, S):
-    """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
-    ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian."""
+def _hess_lower(theta, J, w, r, dcon, A, exact, S, H):
+    """Lower triangle of the Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint
+    curvature, with ``exact`` also sum_b r_b d^2 nu_b (the exact Hessian), into ``H`` (P, P);
+    the strict upper triangle is left as it was. The Gram part is loops for small problems,
+    else one BLAS ``dsyrk`` (which writes one triangle)."""
     B, P = J.shape
-    small = B * P * P <= _SMALL_GRAM
-    if small:
-        H = _gram_lower(J, w, np.arange(P))
+    if B * P * P <= _SMALL_GRAM:
+        _gram_into(J, w, np.arange(P), H)
     else:
-        Jw = J * np.sqrt(w).reshape(-1, 1)
-        H = np.ascontiguousarray(Jw.T) @ Jw
+        Jw = np.empty((B, P))
+        for b in range(B):
+            sw = math.sqrt(w[b])
+            for p in range(P):
+                Jw[b, p] = J[b, p] * sw
+        # Fortran sees Jw as Jw^T (P x B, ld P) and H as H^T: H^T's upper = H's lower
+        c = np.array([85, 78], dtype=np.uint8)  # "U", "N"
+        dims = np.array([P, B], dtype=np.int32)
+        ab = np.array([1.0, 0.0])
+        _dsyrk(c[0:].ctypes.data, c[1:].ctypes.data, dims.ctypes.data, dims[1:].ctypes.data,
+               ab.ctypes.data, Jw.ctypes.data, dims.ctypes.data, ab[1:].ctypes.data, H.ctypes.data,
+               dims.ctypes.data)
     if exact:
         model_pass(theta, r, A, MODE_HESS2, w, J, H, S)
-    if small or exact:
-        for i in range(P):
-            for j in range(i):
-                H[j, i] = H[i, j]
-    for i in range(H.shape[0]):
+    for i in range(P):
         H[i, i] += dcon[i]
+
+
+@njit(**_JIT)
+def _hessian(theta, J, w, r, dcon, A, exact, S):
+    """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
+    ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian. Full symmetric (P, P)."""
+    P = J.shape[1]
+    H = np.empty((P, P))
+    _hess_lower(theta, J, w, r, dcon, A, exact, S, H)
+    for i in range(P):
+        for j in range(i):
+            H[j, i] = H[i, j]
     return H
+
+
+@njit(**_LEAF)
+def _mask_lower(H, keep):
+    """Take the parameters with ``keep[i]`` False out of the system held in H's lower triangle:
+    their rows and columns become those of the identity (the solution there is the right-hand
+    side, the inverse there is 1), so no smaller copy of H is needed."""
+    P = H.shape[0]
+    for i in range(P):
+        if keep[i]:
+            continue
+        for j in range(i):
+            H[i, j] = 0.0
+        for k in range(i + 1, P):
+            H[k, i] = 0.0
+        H[i, i] = 1.0
+
+
+@njit(**_JIT)
+def _factor_inplace(H):
+    """Cholesky factor of the symmetric matrix in H's lower triangle, in place (lower, C order;
+    the strict upper triangle is not used and left as it was). Returns ok."""
+    n = H.shape[0]
+    if n <= _SMALL_DENSE:
+        return _chol_inplace(H, n)
+    uplo = np.array([85], dtype=np.uint8)  # C-order lower = Fortran-order upper
+    nn = np.array([n], dtype=np.int32)
+    info = np.zeros(1, dtype=np.int32)
+    _dpotrf(uplo.ctypes.data, nn.ctypes.data, H.ctypes.data, nn.ctypes.data, info.ctypes.data)
+    return info[0] == 0
 
 
 @njit(**_JIT)
@@ -667,6 +717,9 @@ for _name in ("dpotrf", "dpotri"):
 _I = types.intp
 _dpotrf = types.ExternalFunction("nextstat_dpotrf", types.void(_I, _I, _I, _I, _I))
 _dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _I))
+# BLAS dsyrk (C := alpha A A^T + beta C, one triangle) for the Gauss-Newton Gram matrix
+llvm.add_symbol("nextstat_dsyrk", get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
+_dsyrk = types.ExternalFunction("nextstat_dsyrk", types.void(_I, _I, _I, _I, _I, _I, _I, _I, _I, _I))
 
 
 @njit(**_LEAF)
@@ -860,10 +913,12 @@ def _gn_solve(Ut, D, rhs, ridge):
 
 
 @njit(**_JIT)
-def _exact_factor(theta, J, w, r, dcon, A, sel, S):
-    """Cholesky factor of the exact Hessian over ``sel`` (0 x 0 where not positive definite)."""
-    ok, L = _chol(submatrix(_hessian(theta, J, w, r, dcon, A, True, S), sel))
-    return L if ok else np.empty((0, 0))
+def _exact_factor(theta, J, w, r, dcon, A, keep, S, H):
+    """Cholesky factor (in ``H``, (P, P), lower) of the exact Hessian over the parameters with
+    ``keep`` True, the others masked to the identity (:func:`_mask_lower`). Returns ok."""
+    _hess_lower(theta, J, w, r, dcon, A, True, S, H)
+    _mask_lower(H, keep)
+    return _factor_inplace(H)
 
 
 @njit(**_LEAF)
@@ -925,11 +980,12 @@ def _gn_direction(J, w, dcon, sel, gs, ridge0, M, x):
 
 @njit(**_JIT)
 def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=True):
-    """:func:`newton_fit`, also returning the Cholesky factor ``L`` (lower, C order) of the exact
-    Hessian over all free parameters at the returned point when the last iteration computed it
-    there, or with ``want_L`` when the fit converged with no parameter held on a bound (built
-    from that iteration's Jacobian), else a 0 x 0 array: Hesse then needs no new Hessian; and
-    :func:`nll_dev` at the returned point.
+    """:func:`newton_fit`, also returning the Cholesky factor ``L`` of the exact Hessian over all
+    free parameters at the returned point ((P, P), lower triangle, C order; fixed parameters
+    masked to the identity; the strict upper triangle is scratch) when the last iteration
+    computed it there, or with ``want_L`` when the fit converged with no parameter held on a
+    bound (built from that iteration's Jacobian), else a 0 x 0 array: Hesse then needs no new
+    Hessian; and :func:`nll_dev` at the returned point.
 
     ``certify``: in exact-Hessian mode, accept convergence on the cheaper Gauss-Newton EDM
     (parameters then sit ~sqrt(tol) from the optimum rather than the last exact step's ~tol);
@@ -955,6 +1011,9 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
     Mw = np.empty((P, P)) if P <= _SMALL_DENSE else np.empty((0, 0))  # small Gauss-Newton solves
     xw = np.empty(P)
     E = np.empty((0, 0))
+    Hw = E  # exact Hessian / its Cholesky factor (P, P), allocated when first needed
+    act = np.zeros(P, dtype=np.bool_)  # the active parameters, for masking Hw
+    dfull = np.empty(P)
     cur = False
     status = FIT_MAXITER
     edm = np.inf
@@ -985,8 +1044,12 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, 0.0, L_out, f
         sel = idx[:m]
         gs = gsel[:m]
+        act[:] = False
         for a in range(m):
             gs[a] = g[sel[a]]
+            act[sel[a]] = True
+        if exact and Hw.shape[0] != P:
+            Hw = np.empty((P, P))
         ok = False
         d = gs
         L = E
@@ -1009,16 +1072,26 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
                 for a in range(m):
                     edm_gn -= 0.5 * gs[a] * d_gn[a]
                 if edm_gn < tol:
-                    if want_L and m == n_free:
-                        L_out = _exact_factor(theta, J, w, r, dcon, A, sel, S)
+                    if want_L and m == n_free and _exact_factor(theta, J, w, r, dcon, A, act, S, Hw):
+                        L_out = Hw
                     return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm_gn, L_out, f
         if exact:
-            Hs = submatrix(_hessian(theta, J, w, r, dcon, A, True, S), sel)
+            # the exact Hessian over all P parameters, inactive ones masked to the identity
+            _hess_lower(theta, J, w, r, dcon, A, True, S, Hw)
+            _mask_lower(Hw, act)
             for a in range(m):
-                Hs[a, a] += ridge
-            ok, L = _chol(Hs)
+                Hw[sel[a], sel[a]] += ridge
+            ok = _factor_inplace(Hw)
             if ok:
-                d = -_chol_solve(L, gs)
+                dfull[:] = 0.0
+                for a in range(m):
+                    dfull[sel[a]] = -gs[a]
+                _lower_solve(Hw, dfull, P)
+                _upper_solve(Hw, dfull, P)
+                d = xw[:m]
+                for a in range(m):
+                    d[a] = dfull[sel[a]]
+                L = Hw
         if not ok:
             ok, d = _gn_direction(J, w, dcon, sel, gs, ridge, Mw, xw)
             if not ok:
@@ -1034,7 +1107,13 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
             continue
         if edm < tol:
             if m == n_free:
-                L_out = L if L.shape[0] == m or not want_L else _exact_factor(theta, J, w, r, dcon, A, sel, S)
+                if L.shape[0] == P or not want_L:
+                    L_out = L
+                else:
+                    if Hw.shape[0] != P:
+                        Hw = np.empty((P, P))
+                    if _exact_factor(theta, J, w, r, dcon, A, act, S, Hw):
+                        L_out = Hw
             return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm, L_out, f
         # Gauss-Newton converges linearly; switch to the exact Hessian where that is slow near
         # the minimum (where Newton's quadratic convergence holds), or very slow anywhere
@@ -1211,34 +1290,39 @@ def hesse_cov(theta, data, fixed, A, AUX, L):
     """Covariance = inverse of the exact analytic Hessian over the free parameters (Hesse).
 
     ``L``: the Cholesky factor of that Hessian at ``theta`` if already known (from
-    :func:`_newton`), else a 0 x 0 array. Returns ``(cov (P, P), posdef)``: fixed parameters
-    get zero rows and columns; where the Hessian is not positive definite its eigenvalues are
-    replaced by their absolute values before inverting and ``posdef`` is False."""
+    :func:`_newton`: (P, P), fixed parameters masked to the identity), which is overwritten;
+    else a 0 x 0 array. Returns ``(cov (P, P), posdef)``: fixed parameters get zero rows and
+    columns; where the Hessian is not positive definite its eigenvalues are replaced by their
+    absolute values before inverting and ``posdef`` is False."""
     P = theta.shape[0]
     free = np.flatnonzero(~fixed)
     m = free.shape[0]
-    cov = np.zeros((P, P))
     if m == 0:
-        return cov, True
-    posdef = True
-    if L.shape[0] == m:
-        a = L.copy()
-        ok = _spd_inverse(a, True)
-        Hf = np.empty((0, 0))
+        return np.zeros((P, P)), True
+    if L.shape[0] == P:
+        a = L
+        ok = True
     else:
-        ok = False
+        a = np.empty((P, P))
+        f, g, J, w, r, dcon = _grad_parts(theta, data, A, AUX)
+        ok = np.isfinite(f) and _exact_factor(theta, J, w, r, dcon, A, ~fixed, pass_scratch(A), a)
+    if ok:
+        ok = _spd_inverse(a, True)
     if not ok:
         Hf = submatrix(nll_grad_hess(theta, data, A, AUX, True)[2], free)
-        a = Hf.copy()
-        ok = _spd_inverse(a, False)
-        if not ok:
-            w, V = np.linalg.eigh(Hf)
-            a = (V / np.maximum(np.abs(w), 1e-300).reshape(1, -1)) @ V.T
-            posdef = False
-    for i in range(m):
-        for j in range(m):
-            cov[free[i], free[j]] = a[i, j]
-    return cov, posdef
+        ev, V = np.linalg.eigh(Hf)
+        inv = (V / np.maximum(np.abs(ev), 1e-300).reshape(1, -1)) @ V.T
+        cov = np.zeros((P, P))
+        for i in range(m):
+            for j in range(m):
+                cov[free[i], free[j]] = inv[i, j]
+        return cov, False
+    for i in range(P):
+        if fixed[i]:
+            for j in range(P):
+                a[i, j] = 0.0
+                a[j, i] = 0.0
+    return a, True
 
 
 @njit(**_JIT)

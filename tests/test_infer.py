@@ -107,6 +107,29 @@ def test_cls_matches_pyhf(tight_pyhf, case, mu):
     np.testing.assert_allclose(r.cls_expected, np.asarray(band, float), rtol=1e-5)
 
 
+@pytest.mark.parametrize("test_stat, mu", [("qtilde", 1.3), ("q", 0.7), ("q0", 0.0)])
+def test_first_test_in_one_call_equals_fits_one_by_one(case, test_stat, mu):
+    """A calculator's first test runs its five fits in one compiled call; the same fits from
+    the same starts one at a time (caches filled first) give identical numbers."""
+    from nextstat.infer.hypotest import AsymptoticCalculator
+
+    _, m = case
+    fused = AsymptoticCalculator(m, test_stat=test_stat)
+    q_fused = fused.teststatistics(mu)
+    single = AsymptoticCalculator(m, test_stat=test_stat)
+    single.observed_fits()
+    single.asimov_fits()
+    assert single.teststatistics(mu) == q_fused
+    np.testing.assert_array_equal(single.asimov_data(), fused.asimov_data())
+    for a, b in [(single.observed_fits(), fused.observed_fits()), (single.asimov_fits(), fused.asimov_fits())]:
+        np.testing.assert_array_equal(a.free.bestfit, b.free.bestfit)
+        assert (a.nll_free, a.mu_hat, a.free.nll, a.free.status, a.free.n_iter) == (
+            b.nll_free, b.mu_hat, b.free.nll, b.free.status, b.free.n_iter)
+    assert single.generating_fit().nll_dev == fused.generating_fit().nll_dev
+    # later tests reuse the cached fits
+    assert fused.teststatistics(mu) == q_fused
+
+
 def test_q_statistic_matches_pyhf(tight_pyhf, example_ws):
     pm, data = pyhf_model_and_data(example_ws)
     bounds = pm.config.suggested_bounds()

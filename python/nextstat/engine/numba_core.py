@@ -208,9 +208,8 @@ def _sym_add(H, a, b, v):
 
 
 @njit(**_JIT)
-def pass_scratch(A):
-    """Scratch buffers for :func:`model_pass`, sized for the model's largest block; allocate
-    once per fit and reuse (a small model's pass is otherwise mostly allocation)."""
+def _block_sizes(A):
+    """Largest block's bin count, scalar-term count and histosys-term count (each >= 1)."""
     blk_nb, sc_ptr, hs_ptr = A[1], A[4], A[10]
     maxnb = 1
     maxk = 1
@@ -219,7 +218,57 @@ def pass_scratch(A):
         maxnb = max(maxnb, blk_nb[i])
         maxk = max(maxk, sc_ptr[i + 1] - sc_ptr[i])
         maxh = max(maxh, hs_ptr[i + 1] - hs_ptr[i])
+    return maxnb, maxk, maxh
+
+
+@njit(**_JIT)
+def pass_scratch(A):
+    """Scratch buffers for :func:`model_pass`, sized for the model's largest block; allocate
+    once per fit and reuse (a small model's pass is otherwise mostly allocation)."""
+    maxnb, maxk, maxh = _block_sizes(A)
     return (np.empty((maxh, 6)), np.empty((3, maxnb)), np.empty(maxnb, dtype=np.int64), np.empty((4, maxk)))
+
+
+@njit(**_JIT)
+def _point_buffers(F, o, B, P):
+    """(nu (B,), J (B, P), g (P,), dcon (P,), r (B,), w (B,)) as views of F from offset o."""
+    J = F[o + B:o + B + B * P].reshape(B, P)
+    o2 = o + B + B * P
+    return F[o:o + B], J, F[o2:o2 + P], F[o2 + P:o2 + 2 * P], F[o2 + 2 * P:o2 + 2 * P + B], \
+        F[o2 + 2 * P + B:o2 + 2 * P + 2 * B]
+
+
+@njit(**_JIT)
+def _workspace(A, P):
+    """Every buffer a fit needs, as views of two allocations (an allocation costs ~0.1 us, a
+    small model's Newton iteration ~1 us): the :func:`pass_scratch` tuple; rates, Jacobian,
+    gradient, constraint curvature, residual and weights at the current point and at a trial
+    point; the trial point, selected gradient, step and full-length step; a (P, P) matrix for
+    small dense solves (0 x 0 above ``_SMALL_DENSE``); an index buffer (P,)."""
+    B = A[18]
+    maxnb, maxk, maxh = _block_sizes(A)
+    nm = P * P if P <= _SMALL_DENSE else 0
+    F = np.zeros(6 * maxh + 3 * maxnb + 4 * maxk + 2 * (3 * B + B * P + 2 * P) + 4 * P + nm)
+    I = np.empty(maxnb + P, dtype=np.int64)
+    o = 0
+    hc = F[o:o + 6 * maxh].reshape(maxh, 6)
+    o += 6 * maxh
+    bins = F[o:o + 3 * maxnb].reshape(3, maxnb)
+    o += 3 * maxnb
+    fk = F[o:o + 4 * maxk].reshape(4, maxk)
+    o += 4 * maxk
+    S = (hc, bins, I[:maxnb], fk)
+    cur = _point_buffers(F, o, B, P)
+    o += 3 * B + B * P + 2 * P
+    nxt = _point_buffers(F, o, B, P)
+    o += 3 * B + B * P + 2 * P
+    trial = F[o:o + P]
+    gsel = F[o + P:o + 2 * P]
+    xw = F[o + 2 * P:o + 3 * P]
+    dfull = F[o + 3 * P:o + 4 * P]
+    o += 4 * P
+    Mw = F[o:o + nm].reshape(P if nm > 0 else 0, P if nm > 0 else 0)
+    return S, cur, nxt, trial, gsel, xw, dfull, Mw, I[maxnb:]
 
 
 @njit(**_LEAF)
@@ -980,7 +1029,14 @@ def _gn_direction(J, w, dcon, sel, gs, ridge0, M, x):
 
 @njit(**_JIT)
 def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=True):
-    """:func:`newton_fit`, also returning the Cholesky factor ``L`` of the exact Hessian over all
+    """:func:`_newton_ws` with a new :func:`_workspace`."""
+    return _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify,
+                      _workspace(A, theta0.shape[0]))
+
+
+@njit(**_JIT)
+def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
+    """:func:`newton_fit` in the buffers ``W`` (:func:`_workspace`), also returning the Cholesky factor ``L`` of the exact Hessian over all
     free parameters at the returned point ((P, P), lower triangle, C order; fixed parameters
     masked to the identity; the strict upper triangle is scratch) when the last iteration
     computed it there, or with ``want_L`` when the fit converged with no parameter held on a
@@ -1000,20 +1056,14 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
         if not fixed[i]:
             theta[i] = min(max(theta[i], lo[i]), hi[i])
             n_free += 1
-    S = pass_scratch(A)
     # rates and derivatives at theta (valid while `cur`), and at the line search's first trial
     # point (swapped in when that point is accepted, which saves a pass per iteration)
-    nu, J, g, dcon, r, w = np.empty(B), np.empty((B, P)), np.zeros(P), np.zeros(P), np.empty(B), np.empty(B)
-    nu2, J2, g2, dcon2, r2, w2 = np.empty(B), np.empty((B, P)), np.zeros(P), np.zeros(P), np.empty(B), np.empty(B)
-    trial = np.empty(P)
-    idx = np.empty(P, dtype=np.int64)
-    gsel = np.empty(P)
-    Mw = np.empty((P, P)) if P <= _SMALL_DENSE else np.empty((0, 0))  # small Gauss-Newton solves
-    xw = np.empty(P)
+    S, cur_bufs, trial_bufs, trial, gsel, xw, dfull, Mw, idx = W
+    nu, J, g, dcon, r, w = cur_bufs
+    nu2, J2, g2, dcon2, r2, w2 = trial_bufs
     E = np.empty((0, 0))
     Hw = E  # exact Hessian / its Cholesky factor (P, P), allocated when first needed
     act = np.zeros(P, dtype=np.bool_)  # the active parameters, for masking Hw
-    dfull = np.empty(P)
     cur = False
     status = FIT_MAXITER
     edm = np.inf
@@ -1370,23 +1420,22 @@ def fit_dev(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol):
 
 
 @njit(**_JIT)
-def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX):
+def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W):
     """Start for the conditional fit at POI = ``mu`` from a free optimum ``theta_hat``: the
     nuisance parameters moved along the profile's tangent, ``theta + H_tt^-1 H_tm (mu_hat - mu)``
     (Gauss-Newton matrix at ``theta_hat``; first order in ``mu - mu_hat``), clipped to the bounds
     — kept only where its NLL is below that of ``theta_hat`` with the POI set to ``mu``.
-    ``fixed`` includes the POI."""
+    ``fixed`` includes the POI; ``W``: a :func:`_workspace` (its buffers are overwritten)."""
     P = theta_hat.shape[0]
     plain = theta_hat.copy()
     plain[poi] = mu
     dmu = mu - theta_hat[poi]
     if dmu == 0.0:
         return plain
-    fpy, g, J, w, r, dcon = _grad_parts(theta_hat, data, A, AUX)
-    if not np.isfinite(fpy):
+    S, (nu, J, g, dcon, r, w), _, start, rhs, xw, _, Mw, sel = W
+    if not _eval(theta_hat, data, A, AUX, S, nu, J, g, dcon, r, w, True) < np.inf:
         return plain
     m = 0
-    sel = np.empty(P, dtype=np.int64)
     for i in range(P):
         if not fixed[i]:
             sel[m] = i
@@ -1394,22 +1443,31 @@ def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX):
     if m == 0:
         return plain
     sel = sel[:m]
-    rhs = np.zeros(m)
+    rhs = rhs[:m]
+    rhs[:] = 0.0
     for b in range(J.shape[0]):
         v = w[b] * J[b, poi] * dmu
         if v != 0.0:
             for a in range(m):
                 rhs[a] += J[b, sel[a]] * v
-    ok, d = _gn_direction(J, w, dcon, sel, rhs, 0.0, np.empty((0, 0)), np.empty(0))
+    ok, d = _gn_direction(J, w, dcon, sel, rhs, 0.0, Mw, xw)
     if not ok:
         return plain
-    start = plain.copy()
+    start[:] = plain
     for a in range(m):
         i = sel[a]
         start[i] = min(max(start[i] + d[a], lo[i]), hi[i])
-    if nll_dev(start, data, A, AUX) < nll_dev(plain, data, A, AUX):
-        return start
+    if _eval(start, data, A, AUX, S, nu, J, g, dcon, r, w, False) < _eval(plain, data, A, AUX, S, nu, J, g, dcon,
+                                                                          r, w, False):
+        return start.copy()
     return plain
+
+
+@njit(**_JIT)
+def _conditional(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, maxiter, tol):
+    W = _workspace(A, theta_hat.shape[0])
+    start = profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W)
+    return _newton_ws(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False, True, W)
 
 
 @njit(**_JIT)
@@ -1417,16 +1475,13 @@ def fit_dev_conditional(theta_hat, mu, data, lo, hi, fixed, poi, FB, IB, maxiter
     """:func:`fit_dev` of the conditional fit at POI = ``mu`` (``fixed`` includes the POI),
     started from :func:`profile_start` of the free optimum ``theta_hat``."""
     A, AUX = unpack(FB, IB)
-    start = profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX)
-    theta, f, _, it, status, edm, _, dev = _newton(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
+    theta, f, _, it, status, edm, _, dev = _conditional(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX,
+                                                        maxiter, tol)
     return theta, f, dev, status, it, edm
 
 
 @njit(**_JIT)
-def expected_data(theta, FB, IB):
-    """Expected main rates then expected auxiliary data (theta for Gaussian constraints,
-    tau * gamma for Poisson ones), pyhf's order; packed buffers."""
-    A, AUX = unpack(FB, IB)
+def _expected_data(theta, A, AUX):
     par, kind, _, tau = AUX
     nb = A[18]
     out = np.empty(nb + par.shape[0])
@@ -1435,6 +1490,53 @@ def expected_data(theta, FB, IB):
         x = theta[par[i]]
         out[nb + i] = x if kind[i] == AUX_GAUSS else x * tau[i]
     return out
+
+
+@njit(**_JIT)
+def expected_data(theta, FB, IB):
+    """Expected main rates then expected auxiliary data (theta for Gaussian constraints,
+    tau * gamma for Poisson ones), pyhf's order; packed buffers."""
+    A, AUX = unpack(FB, IB)
+    return _expected_data(theta, A, AUX)
+
+
+@njit(**_JIT)
+def asymptotic_fits(init, mu, data, lo, hi, fixed, fixed_poi, poi, asimov_mu, FB, IB, maxiter, tol):
+    """The five fits of an asymptotic test of POI = ``mu`` in one call (a small model's test is
+    otherwise mostly call overhead), with the starts that
+    :class:`nextstat.infer.hypotest.AsymptoticCalculator` uses one by one: the free fit on
+    ``data`` from ``init``; the conditional fit at ``mu`` from it (:func:`profile_start`); the
+    generating fit, conditional at ``asimov_mu``, from it; on that fit's expected (Asimov) data
+    the free fit from the generating point and the conditional fit at ``mu`` from that.
+    ``fixed_poi`` is ``fixed`` with the POI set.
+
+    Returns thetas (5, P) and stats (5, 5) in that order (per fit: nll, nll_dev, status,
+    n_iter, edm, as :func:`fit_dev`), and the Asimov data (main + auxiliary)."""
+    A, AUX = unpack(FB, IB)
+    P = init.shape[0]
+    thetas = np.empty((5, P))
+    stats = np.empty((5, 5))
+    asimov = data
+    for k in range(5):
+        if k == 0:
+            out = _newton(init, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
+        elif k == 1:
+            out = _conditional(thetas[0], mu, data, lo, hi, fixed_poi, poi, A, AUX, maxiter, tol)
+        elif k == 2:
+            out = _conditional(thetas[0], asimov_mu, data, lo, hi, fixed_poi, poi, A, AUX, maxiter, tol)
+        elif k == 3:
+            asimov = _expected_data(thetas[2], A, AUX)
+            out = _newton(thetas[2], asimov, lo, hi, fixed, A, AUX, maxiter, tol, False)
+        else:
+            out = _conditional(thetas[3], mu, asimov, lo, hi, fixed_poi, poi, A, AUX, maxiter, tol)
+        theta, f, _, it, status, edm, _, dev = out
+        thetas[k] = theta
+        stats[k, 0] = f
+        stats[k, 1] = dev
+        stats[k, 2] = status
+        stats[k, 3] = it
+        stats[k, 4] = edm
+    return thetas, stats, asimov
 
 
 # ------------------------------------------------------------------------------ packing

@@ -163,8 +163,29 @@ class AsymptoticCalculator:
 
     def teststatistics(self, mu: float) -> tuple[float, float]:
         """(q_obs, q_asimov) at ``mu``."""
+        if self._obs is None:
+            return self._first_teststatistics(mu)
         q_obs, _ = self._q(mu, self.observed_fits(), self.data)
         q_a, _ = self._q(mu, self.asimov_fits(), self.asimov_data())
+        return q_obs, q_a
+
+    def _first_teststatistics(self, mu: float) -> tuple[float, float]:
+        """:meth:`teststatistics` when nothing is cached yet: all five fits in one compiled call
+        (:func:`nextstat.engine.numba_core.asymptotic_fits`, the same fits from the same starts
+        as one by one), which fills the caches of the mu-independent fits."""
+        model = self.model
+        thetas, stats, asimov = core.asymptotic_fits(
+            self.init, mu, self.data, self._lo, self._hi, self.fixed, self._fixed_poi, model.poi_index,
+            self.asimov_mu, *model.packed, 200, 1e-10)
+        fits = [_Fit(thetas[k], float(st[0]), float(st[1]), int(st[2]), int(st[3]), float(st[4]))
+                for k, st in enumerate(stats)]
+        poi = model.poi_index
+        self._obs = _Fits(fits[0], fits[0].nll_dev, float(thetas[0, poi]))
+        self._generating = fits[2]
+        self._asimov_data = asimov
+        self._asimov = _Fits(fits[3], fits[3].nll_dev, float(thetas[3, poi]))
+        q_obs = ts.statistic(self.test_stat, mu, fits[1].nll_dev, self._obs.nll_free, self._obs.mu_hat)
+        q_a = ts.statistic(self.test_stat, mu, fits[4].nll_dev, self._asimov.nll_free, self._asimov.mu_hat)
         return q_obs, q_a
 
     def hypotest(self, mu: float) -> HypotestResult:
@@ -174,13 +195,13 @@ class AsymptoticCalculator:
         clsb, clb, cls = asymptotic_pvalues(sq, sqa, self.test_stat)
         mu_hat = self.observed_fits().mu_hat
         if self.test_stat == "q0":
-            return HypotestResult(
+            return HypotestResult._build(
                 mu_test=mu, test_stat="q0", q_obs=q_obs, q_asimov=q_a, mu_hat=mu_hat,
                 p0=clsb, significance=sq,
                 p0_expected=_phi(-sqa), significance_expected=sqa,
                 clsb=clsb, clb=clb,
             )
-        return HypotestResult(
+        return HypotestResult._build(
             mu_test=mu, test_stat=self.test_stat, q_obs=q_obs, q_asimov=q_a, mu_hat=mu_hat,
             cls=cls, clsb=clsb, clb=clb, cls_expected=expected_cls(sqa),
         )

@@ -1036,12 +1036,13 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
 
 @njit(**_JIT)
 def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
-    """:func:`newton_fit` in the buffers ``W`` (:func:`_workspace`), also returning the Cholesky factor ``L`` of the exact Hessian over all
-    free parameters at the returned point ((P, P), lower triangle, C order; fixed parameters
-    masked to the identity; the strict upper triangle is scratch) when the last iteration
-    computed it there, or with ``want_L`` when the fit converged with no parameter held on a
-    bound (built from that iteration's Jacobian), else a 0 x 0 array: Hesse then needs no new
-    Hessian; and :func:`nll_dev` at the returned point.
+    """:func:`newton_fit` in the buffers ``W`` (:func:`_workspace`; the returned gradient is a
+    view of them), also returning the Cholesky factor ``L`` of the exact Hessian over all free
+    parameters at the returned point ((P, P), lower triangle, C order; fixed parameters masked
+    to the identity; the strict upper triangle is scratch) when the last iteration computed it
+    there, or with ``want_L`` when the fit converged with no parameter held on a bound (built
+    from that iteration's Jacobian), else a 0 x 0 array: Hesse then needs no new Hessian; and
+    :func:`nll_dev` at the returned point.
 
     ``certify``: in exact-Hessian mode, accept convergence on the cheaper Gauss-Newton EDM
     (parameters then sit ~sqrt(tol) from the optimum rather than the last exact step's ~tol);
@@ -1457,8 +1458,8 @@ def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W):
     for a in range(m):
         i = sel[a]
         start[i] = min(max(start[i] + d[a], lo[i]), hi[i])
-    if _eval(start, data, A, AUX, S, nu, J, g, dcon, r, w, False) < _eval(plain, data, A, AUX, S, nu, J, g, dcon,
-                                                                          r, w, False):
+    f_start = _eval(start, data, A, AUX, S, nu, J, g, dcon, r, w, False)
+    if f_start < _eval(plain, data, A, AUX, S, nu, J, g, dcon, r, w, False):
         return start.copy()
     return plain
 

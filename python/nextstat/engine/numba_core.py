@@ -854,15 +854,21 @@ def _gn_dense(J, w, dcon, sel, rhs, ridge):
     """Solve (J_s^T diag(w) J_s + diag(dcon_s) + ridge I) x = rhs over the parameters ``sel``
     with a dense Cholesky (small problems). Returns (ok, x)."""
     m = sel.shape[0]
-    M = _gram_lower(J, w, sel)
+    M = _gram_lower(J, w, sel)  # _chol reads the lower triangle only
     for a in range(m):
         M[a, a] += dcon[sel[a]] + ridge
-        for c in range(a):
-            M[c, a] = M[a, c]
     ok, L = _chol(M)
     if not ok:
         return False, rhs.copy()
     return True, _chol_solve(L, rhs)
+
+
+@njit(**_LEAF)
+def _row_residual(U, a, c, y):
+    """``c - U[a] . y`` (row ``a`` of a 2-D array, no view created)."""
+    for b in range(y.shape[0]):
+        c -= U[a, b] * y[b]
+    return c
 
 
 @njit(**_JIT)
@@ -915,10 +921,7 @@ def _gn_solve(Ut, D, rhs, ridge):
             for b in range(B):
                 Z[j, b] = Ut[uidx[j], b]
             _lower_solve(LK, Z[j], B)
-            t = rhs[uidx[j]]
-            for b in range(B):
-                t -= Z[j, b] * yl[b]
-            ru[j] = t
+            ru[j] = _row_residual(Z, j, rhs[uidx[j]], yl)
             for k in range(j + 1):
                 v = 0.0
                 for b in range(B):
@@ -939,9 +942,7 @@ def _gn_solve(Ut, D, rhs, ridge):
             da = D[a] + ridge
             if not da > 0.0:
                 continue
-            v = rhs[a]
-            for b in range(B):
-                v -= Ut[a, b] * z[b]
+            v = _row_residual(Ut, a, rhs[a], z)
             x[a] = v  # v_c, finished below
             v /= da
             for b in range(B):
@@ -952,12 +953,8 @@ def _gn_solve(Ut, D, rhs, ridge):
     t = _chol_solve(LK, s)
     for a in range(m):
         da = D[a] + ridge
-        if not da > 0.0:
-            continue
-        v = x[a]
-        for b in range(B):
-            v -= Ut[a, b] * t[b]
-        x[a] = v / da
+        if da > 0.0:
+            x[a] = _row_residual(Ut, a, x[a], t) / da
     return True, x
 
 
@@ -1099,7 +1096,7 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
         for a in range(m):
             gs[a] = g[sel[a]]
             act[sel[a]] = True
-        if exact and Hw.shape[0] != P:
+        if (exact or want_L) and Hw.shape[0] != P:
             Hw = np.empty((P, P))
         ok = False
         d = gs
@@ -1160,11 +1157,8 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
             if m == n_free:
                 if L.shape[0] == P or not want_L:
                     L_out = L
-                else:
-                    if Hw.shape[0] != P:
-                        Hw = np.empty((P, P))
-                    if _exact_factor(theta, J, w, r, dcon, A, act, S, Hw):
-                        L_out = Hw
+                elif _exact_factor(theta, J, w, r, dcon, A, act, S, Hw):
+                    L_out = Hw
             return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm, L_out, f
         # Gauss-Newton converges linearly; switch to the exact Hessian where that is slow near
         # the minimum (where Newton's quadratic convergence holds), or very slow anywhere

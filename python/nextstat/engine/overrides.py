@@ -233,24 +233,31 @@ def _flat_layout(A):
 
 
 @njit(**_JIT)
-def newton_polish(theta, data, lo, hi, fixed, A, AUX):
-    """One exact Newton step from a converged fit over the free parameters (not fixed, not on a
-    bound), taken when it stays inside the bounds and the EDM is below 1e-8 (the quadratic
-    region): a fit stopped at EDM < tol is off by ~sqrt(tol) in the parameters, and one step
-    squares that. For a statistic that depends on the fitted parameters at first order
-    (the Asimov data), not only through a stationary NLL."""
+def _interior(theta, fixed, lo, hi):
+    """Indices of the free parameters strictly inside their bounds."""
     P = theta.shape[0]
-    _, g, H = core.nll_grad_hess(theta, data, A, AUX, True)
     idx = np.empty(P, np.int64)
     m = 0
     for i in range(P):
         if not fixed[i] and lo[i] < theta[i] < hi[i]:
             idx[m] = i
             m += 1
+    return idx[:m]
+
+
+@njit(**_JIT)
+def newton_polish(theta, data, lo, hi, fixed, A, AUX):
+    """One exact Newton step from a converged fit over the free parameters (not fixed, not on a
+    bound), taken when it stays inside the bounds and the EDM is below 1e-8 (the quadratic
+    region): a fit stopped at EDM < tol is off by ~sqrt(tol) in the parameters, and one step
+    squares that. For a statistic that depends on the fitted parameters at first order
+    (the Asimov data), not only through a stationary NLL."""
+    _, g, H = core.nll_grad_hess(theta, data, A, AUX, True)
+    sel = _interior(theta, fixed, lo, hi)
+    m = sel.shape[0]
     out = theta.copy()
     if m == 0:
         return out
-    sel = idx[:m]
     gs = g[sel]
     ok, L = core._chol(core.submatrix(H, sel))
     if not ok:
@@ -367,13 +374,8 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
             u[p] -= (xc - xf) / (sigma[i] * sigma[i])
         elif xc > 0.0 and xf > 0.0:
             u[p] -= math.log(xc / xf) * tau[i]
-    idx = np.empty(P, np.int64)
-    m = 0
-    for i in range(P):
-        if not fixed_cond[i] and lo[i] < t_a[i] < hi[i]:
-            idx[m] = i
-            m += 1
-    sel = idx[:m]
+    sel = _interior(t_a, fixed_cond, lo, hi)
+    m = sel.shape[0]
     nonzero = False
     for a in range(m):
         if u[sel[a]] != 0.0:

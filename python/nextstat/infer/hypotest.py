@@ -87,6 +87,10 @@ class _Fits:
     nll_free: float
     mu_hat: float
 
+    @classmethod
+    def of(cls, free: _Fit, poi: int) -> _Fits:
+        return cls(free, free.nll_dev, float(free.bestfit[poi]))
+
 
 class AsymptoticCalculator:
     """Caches the mu-independent fits of an asymptotic test on one dataset.
@@ -135,7 +139,7 @@ class AsymptoticCalculator:
     def observed_fits(self) -> _Fits:
         if self._obs is None:
             free = self._fit(self.data, self.init, None)
-            self._obs = _Fits(free, free.nll_dev, float(free.bestfit[self.model.poi_index]))
+            self._obs = _Fits.of(free, self.model.poi_index)
         return self._obs
 
     def generating_fit(self) -> _Fit:
@@ -154,12 +158,12 @@ class AsymptoticCalculator:
         if self._asimov is None:
             data = self.asimov_data()
             free = self._fit(data, self.generating_fit().bestfit, None)
-            self._asimov = _Fits(free, free.nll_dev, float(free.bestfit[self.model.poi_index]))
+            self._asimov = _Fits.of(free, self.model.poi_index)
         return self._asimov
 
     def _q(self, mu: float, fits: _Fits, data: np.ndarray) -> tuple[float, _Fit]:
         cond = self._fit(data, fits.free.bestfit, mu)
-        return ts.statistic(self.test_stat, mu, cond.nll_dev, fits.nll_free, fits.mu_hat), cond
+        return self._statistic(mu, cond, fits), cond
 
     def teststatistics(self, mu: float) -> tuple[float, float]:
         """(q_obs, q_asimov) at ``mu``."""
@@ -180,13 +184,14 @@ class AsymptoticCalculator:
         fits = [_Fit(thetas[k], float(st[0]), float(st[1]), int(st[2]), int(st[3]), float(st[4]))
                 for k, st in enumerate(stats)]
         poi = model.poi_index
-        self._obs = _Fits(fits[0], fits[0].nll_dev, float(thetas[0, poi]))
+        self._obs = _Fits.of(fits[0], poi)
         self._generating = fits[2]
         self._asimov_data = asimov
-        self._asimov = _Fits(fits[3], fits[3].nll_dev, float(thetas[3, poi]))
-        q_obs = ts.statistic(self.test_stat, mu, fits[1].nll_dev, self._obs.nll_free, self._obs.mu_hat)
-        q_a = ts.statistic(self.test_stat, mu, fits[4].nll_dev, self._asimov.nll_free, self._asimov.mu_hat)
-        return q_obs, q_a
+        self._asimov = _Fits.of(fits[3], poi)
+        return self._statistic(mu, fits[1], self._obs), self._statistic(mu, fits[4], self._asimov)
+
+    def _statistic(self, mu: float, cond: _Fit, fits: _Fits) -> float:
+        return ts.statistic(self.test_stat, mu, cond.nll_dev, fits.nll_free, fits.mu_hat)
 
     def hypotest(self, mu: float) -> HypotestResult:
         mu = float(mu)

@@ -189,7 +189,8 @@ def test_objective_logs_and_prunes_infinite_z0(optuna):
     assert set(logged[0]) == {"bin/z0", "bin/q0", "bin/step_time_ms", "bin/trial", "bin/param/n"}
     assert logged[0]["bin/z0"] == study.trials[0].value
     assert np.isclose(logged[0]["bin/q0"], study.trials[0].value ** 2)
-    assert logged[1]["bin/z0"] == math.inf and logged[1]["bin/trial"] == 1.0
+    # no background: q0 is infinite, the score is refused and the trial pruned (logged as such)
+    assert logged[1]["bin/pruned"] == 1.0 and "bin/z0" not in logged[1] and logged[1]["bin/trial"] == 1.0
     assert all(type(v) is float for d in logged for v in d.values())
 
 

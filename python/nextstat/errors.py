@@ -14,3 +14,11 @@ class WorkspaceError(ValueError):
     def __init__(self, path: str, message: str):
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """A result was built on fits that did not all converge.
+
+    The result says so too (``converged=False`` and, where it has one, a field naming the
+    fits); it is issued once per result. Filter it with ``warnings.filterwarnings``.
+    """

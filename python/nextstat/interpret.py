@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -63,6 +64,7 @@ import numpy as np
 from numba import njit
 
 from nextstat.engine import numba_core as core
+from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.model import Model
 from nextstat.results import FitResult
@@ -416,12 +418,15 @@ def rank_impact(
     theta_hat = fit_result.bestfit
     sigma_hat = fit_result.errors
     mu_hat = float(theta_hat[poi])
-    prior = model.prior_widths()
-    constrained = model.constrained
-    theta0 = np.full(model.n_params, np.nan)
-    aux_par, aux_kind, _, aux_tau = model.aux_arrays
-    aux = d[model.n_bins:]
-    theta0[aux_par] = np.where(aux_kind == core.AUX_GAUSS, aux, aux / aux_tau)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prior = model.prior_widths()
+        theta0 = np.full(model.n_params, np.nan)
+        aux_par, aux_kind, _, aux_tau = model.aux_arrays
+        aux = d[model.n_bins:]
+        theta0[aux_par] = np.where(aux_kind == core.AUX_GAUSS, aux, aux / aux_tau)
+    # a constraint that does not constrain (a Poisson constraint with tau = 0, as pyhf builds for
+    # a shapesys on a yield whose square underflows) ranks as an unconstrained parameter
+    constrained = model.constrained & np.isfinite(prior) & (prior > 0) & np.isfinite(theta0)
 
     ranked = ~fixed & (constrained | include_unconstrained)
     ranked[poi] = False
@@ -472,6 +477,10 @@ def rank_impact(
             "clipped_shifts": [s for s, c in zip(_SHIFTS, clipped[r]) if c],
             "converged": bool(converged[r].all()),
         })
+    failed = [row["name"] for row in table if not row["converged"]]
+    if failed:
+        warnings.warn(f"rank_impact: refits of {len(failed)} parameters did not converge ({', '.join(failed[:5])}"
+                      f"{' ...' if len(failed) > 5 else ''}; see the rows' 'converged')", ConvergenceWarning, stacklevel=2)
     table.sort(key=_sort_key(sort_by))
     if top_n is not None:
         table = table[:top_n]

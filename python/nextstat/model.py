@@ -28,6 +28,9 @@ _BUILDER_ORDER = ("histosys", "lumi", "normfactor", "normsys", "shapefactor", "s
 _NORMSYS_CODES = {"code1": core.SC_CODE1, "code4": core.SC_CODE4}
 _HISTOSYS_CODES = {"code0": core.HS_CODE0, "code2": core.HS_CODE2, "code4p": core.HS_CODE4P}
 _DEFAULT_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
+# the codes of pyhf 0.7.6's appliers (normsys_combined, histosys_combined) when modifier_settings
+# does not set them: a given modifier_settings replaces _DEFAULT_SETTINGS as a whole
+_APPLIER_CODES = {"normsys": "code1", "histosys": "code0"}
 
 # Inverse of the boundary-condition matrix of the code4 polynomial (alpha0 = 1), as in pyhf
 # (src/pyhf/interpolators/code4.py) and ROOT's PiecewiseInterpolation.
@@ -42,10 +45,77 @@ _CODE4_AINV = np.array([
 
 
 def code4_coefficients(hi: float, lo: float) -> np.ndarray:
-    """Polynomial coefficients a_1..a_6 of normsys code4 for factors ``hi``, ``lo`` (shape (6,))."""
+    """Polynomial coefficients a_1..a_6 of normsys code4 for factors ``hi``, ``lo`` (shape (6,)).
+
+    Not finite for factors near the float64 limit (``ln(hi)^2 hi`` overflows beyond ~1e302).
+    """
     lh, ll = math.log(hi), math.log(lo)
     b = np.array([hi - 1.0, lo - 1.0, lh * hi, -ll * lo, lh * lh * hi, ll * ll * lo])
-    return _CODE4_AINV @ b
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _CODE4_AINV @ b
+
+
+def _interpolation_codes(modifier_settings: Mapping | None) -> tuple[str, str]:
+    """The (normsys, histosys) interpolation codes of ``modifier_settings``, as pyhf 0.7.6 reads it.
+
+    ``None`` gives pyhf's defaults (normsys code4, histosys code4p). A given dict *replaces*
+    them (``pyhf.pdf._ModelConfig``): a type it leaves out gets its applier's default, normsys
+    code1 or histosys code0 (``{}`` gives both). Options go to pyhf's modifier appliers as
+    keyword arguments, so only ``interpcode``, of normsys and histosys, is an option; other
+    modifier types take an empty dict. pyhf accepts normsys code1 / code4 and histosys code0 /
+    code2 / code4p, all implemented here.
+
+    Raises:
+        ValueError: naming ``modifier_settings[...]``: a value that is not a dict, an unknown
+            modifier type (pyhf ignores those: a misspelt type would silently fall back to the
+            applier default), an unknown option or code.
+    """
+    if modifier_settings is None:
+        modifier_settings = _DEFAULT_SETTINGS
+    if not isinstance(modifier_settings, Mapping):
+        raise ValueError(f"modifier_settings: expected a dict such as {_DEFAULT_SETTINGS}, got {modifier_settings!r}")
+    codes = dict(_APPLIER_CODES)
+    for mtype, opts in modifier_settings.items():
+        where = f"modifier_settings[{mtype!r}]"
+        if mtype not in _BUILDER_ORDER:
+            raise ValueError(f"{where}: unknown modifier type; expected one of {list(_BUILDER_ORDER)}")
+        if not isinstance(opts, Mapping):
+            raise ValueError(f"{where}: expected a dict of options, e.g. {{'interpcode': 'code1'}}, got {opts!r}")
+        for key, code in opts.items():
+            valid = {"normsys": _NORMSYS_CODES, "histosys": _HISTOSYS_CODES}.get(mtype)
+            if valid is None or key != "interpcode":
+                takes = "no options" if valid is None else "only 'interpcode'"
+                raise ValueError(f"{where}[{key!r}]: unknown option; {mtype} takes {takes}")
+            if not isinstance(code, str) or code not in valid:
+                raise ValueError(f"{where}['interpcode']: expected one of {sorted(valid)}, got {code!r}")
+            codes[mtype] = code
+    return codes["normsys"], codes["histosys"]
+
+
+def _shapesys_tau(nominal: float, unc: float, path: str) -> float:
+    """The Poisson constraint scale ``tau = (nominal / unc)**2`` of a shapesys bin (nominal, unc > 0).
+
+    pyhf 0.7.6 computes ``nominal**2 / unc**2`` (``modifiers/shapesys.py``); so does this, bit
+    for bit with JSON's ints and floats. Where that raises or is not finite (a square overflows,
+    or ``unc**2`` underflows to 0) ``(nominal / unc)**2`` in float64 is used, and a ``tau``
+    beyond float64 is refused naming ``path``.
+    """
+    x = nominal if type(nominal) in (int, float) else float(nominal)
+    u = unc if type(unc) in (int, float) else float(unc)
+    try:
+        tau = x**2 / u**2
+        if math.isfinite(tau):
+            return tau
+    except (OverflowError, ZeroDivisionError):
+        pass
+    try:
+        tau = (float(x) / float(u)) ** 2  # inf where x / u overflows; float ** raises where the square does
+    except OverflowError:
+        tau = math.inf
+    if not math.isfinite(tau):
+        raise WorkspaceError(path, f"shapesys constraint tau = (nominal / uncertainty)^2 = ({float(x)!r} / {float(u)!r})^2 "
+                                   "overflows float64")
+    return tau
 
 
 @dataclass
@@ -76,18 +146,8 @@ class Model:
     """
 
     def __init__(self, spec: dict, measurement: dict, modifier_settings: Mapping | None = None):
-        settings = {k: dict(v) for k, v in _DEFAULT_SETTINGS.items()}
-        for mtype, opts in (modifier_settings or {}).items():
-            if mtype not in settings:
-                raise ValueError(f"modifier_settings: unknown modifier type {mtype!r}; expected 'normsys' or 'histosys'")
-            settings[mtype].update(opts)
-        self.modifier_settings = settings
-        normsys_code = settings["normsys"].get("interpcode")
-        histosys_code = settings["histosys"].get("interpcode")
-        if normsys_code not in _NORMSYS_CODES:
-            raise ValueError(f"modifier_settings['normsys']['interpcode']: expected one of {sorted(_NORMSYS_CODES)} (multiplicative codes), got {normsys_code!r}")
-        if histosys_code not in _HISTOSYS_CODES:
-            raise ValueError(f"modifier_settings['histosys']['interpcode']: expected one of {sorted(_HISTOSYS_CODES)} (additive codes), got {histosys_code!r}")
+        normsys_code, histosys_code = _interpolation_codes(modifier_settings)
+        self.modifier_settings = {"normsys": {"interpcode": normsys_code}, "histosys": {"interpcode": histosys_code}}
 
         self.spec = spec
         self.measurement_name = measurement["name"]
@@ -193,7 +253,8 @@ class Model:
                 raise WorkspaceError(f"{path}.name", f"shapesys modifier {name!r} is defined on more than one sample; shapesys parameters cannot be shared")
             nom, unc = sample["data"], mod["data"]
             valid = [x > 0 and u > 0 for x, u in zip(nom, unc)]
-            tau = [x * x / (u * u) if ok else 1.0 for ok, x, u in zip(valid, nom, unc)]
+            tau = [_shapesys_tau(x, u, f"{path}.data[{j}]") if ok else 1.0
+                   for j, (ok, x, u) in enumerate(zip(valid, nom, unc))]
             ps = _ParamSet(name, "poisson", n, [1.0] * n, [(1e-10, 10.0)] * n, [not v for v in valid], tau, None, tau)
         else:  # pragma: no cover - staterror handled separately
             raise AssertionError(mtype)
@@ -217,13 +278,21 @@ class Model:
                 if key in mods:
                     sl = self.channel_slices[c]
                     mask[sl] = True
-                    nomsall[sl] += sample["data"]
+                    with np.errstate(over="ignore"):  # an infinite total is refused by _check_rates
+                        nomsall[sl] += np.array(sample["data"], dtype=float)  # JSON ints of any size
                     u = np.zeros(self.n_bins)
                     u[sl] = mods[key][0]["data"]
                     uncs.append(u)
             rel2 = np.zeros(self.n_bins)
-            for u in uncs:
-                rel2 += np.divide(u, nomsall, out=np.zeros_like(u), where=nomsall > 0) ** 2
+            with np.errstate(over="ignore"):  # pyhf: (unc / nominal)**2 summed, 0 where nominal <= 0
+                for u in uncs:
+                    rel2 += np.divide(u, nomsall, out=np.zeros_like(u), where=nomsall > 0) ** 2
+            if not np.all(np.isfinite(rel2)):
+                b = int(np.flatnonzero(~np.isfinite(rel2))[0])
+                path = next(mods[key][1] for (c, _), (_, mods, _) in self._defined.items()
+                            if key in mods and self.channel_slices[c].start <= b < self.channel_slices[c].stop)
+                raise WorkspaceError(f"{path}.data", f"staterror {name!r}: the relative uncertainty of global bin {b} "
+                                                     "(uncertainty / total nominal) squared overflows float64")
             sig = np.sqrt(rel2)[mask]
             fixed = sig == 0
             sig[fixed] = 1.0
@@ -323,8 +392,11 @@ class Model:
                     elif mtype == "normsys":
                         hi, lo = float(mod["data"]["hi"]), float(mod["data"]["lo"])
                         # factors are > 0 (workspace validation)
-                        scalars.append((psl.start, _NORMSYS_CODES[normsys_code], math.log(hi), math.log(lo),
-                                        code4_coefficients(hi, lo)))
+                        coef = code4_coefficients(hi, lo)
+                        if normsys_code == "code4" and not np.all(np.isfinite(coef)):
+                            raise WorkspaceError(f"{path}.data", f"normsys factors hi={hi!r}, lo={lo!r} are too large for "
+                                                                 "the code4 interpolation (its coefficients overflow float64)")
+                        scalars.append((psl.start, _NORMSYS_CODES[normsys_code], math.log(hi), math.log(lo), coef))
                     elif mtype == "histosys":
                         hs_par.append(psl.start)
                         hs_code.append(_HISTOSYS_CODES[histosys_code])
@@ -429,11 +501,13 @@ class Model:
     def prior_widths(self) -> np.ndarray:
         """Prior constraint width per parameter (shape (n_params,)); NaN for unconstrained ones.
 
-        Gaussian constraints give their sigma; Poisson (shapesys) constraints 1/sqrt(tau).
+        Gaussian constraints give their sigma; Poisson (shapesys) constraints 1/sqrt(tau)
+        (inf for tau = 0, a constraint that does not constrain).
         """
         w = np.full(self.n_params, np.nan)
         par, kind, sigma, tau = self.aux_arrays
-        w[par] = np.where(kind == core.AUX_GAUSS, sigma, 1.0 / np.sqrt(tau))
+        with np.errstate(divide="ignore"):
+            w[par] = np.where(kind == core.AUX_GAUSS, sigma, 1.0 / np.sqrt(tau))
         return w
 
     @property
@@ -447,6 +521,9 @@ class Model:
         p = np.asarray(pars, dtype=np.float64)
         if p.shape != (self.n_params,):
             raise ValueError(f"{name}: expected shape ({self.n_params},), got {p.shape}")
+        if not np.all(np.isfinite(p)):
+            bad = int(np.flatnonzero(~np.isfinite(p))[0])
+            raise ValueError(f"{name}: value {p[bad]!r} of parameter {self.parameter_names[bad]!r} is not finite")
         return np.ascontiguousarray(p)
 
     def _data(self, data: Any) -> np.ndarray:
@@ -539,15 +616,23 @@ def from_pyhf(ws: Any, *, measurement: str | None = None, modifier_settings: Map
     Args:
         ws: workspace ``dict``, JSON string, or path to ``.json`` / ``.json.gz``.
         measurement: measurement name (default: the first one), which sets POI and parameter configs.
-        modifier_settings: interpolation codes as in pyhf, e.g.
-            ``{"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}``;
-            defaults are pyhf's (normsys code4, histosys code4p).
-        patches: JSON Patch (RFC 6902) operation lists applied in order, e.g. a signal patch on a
-            background-only workspace as published on HEPData.
+        modifier_settings: interpolation codes as in pyhf 0.7.6, e.g.
+            ``{"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}``.
+            ``None``: pyhf's defaults (normsys code4, histosys code4p). A dict replaces them as a
+            whole, as in pyhf: a type it leaves out gets pyhf's applier default (normsys code1,
+            histosys code0), so ``{}`` means code1 / code0. ``model.modifier_settings`` holds the
+            codes in use.
+        patches: JSON Patches (RFC 6902) applied in order, e.g. a signal patch on a
+            background-only workspace as published on HEPData: a list of patches, each an
+            operation list, a pyhf patch entry ``{"metadata": ..., "patch": [...]}``, one
+            operation, JSON text or a path; or one such patch on its own
+            (:func:`nextstat.workspace.apply_patches`).
 
     Raises:
-        WorkspaceError: malformed workspace (the message names the JSON path).
-        ValueError: bad arguments.
+        WorkspaceError: malformed workspace or patch, or an unreadable file (the message names
+            the JSON path, or the file).
+        ValueError: bad arguments (``modifier_settings[...]``, ``measurement``).
+        TypeError: ``ws`` or ``patches`` of an unsupported type.
     """
     spec = wsmod.apply_patches(wsmod.load(ws), patches)
     if validate:

@@ -174,6 +174,13 @@ class HypotestResult(_ToDict):
         cls_error / clsb_error / clb_error: Monte Carlo uncertainties (toys only).
         n_toys: (signal+background toys, background-only toys) used, toys only.
         n_failed_toys: toys whose fits did not converge (excluded and reported), toys only.
+        converged: True when every fit the result was built on converged (asymptotics: the
+            free and conditional fits on the observed and the Asimov data and the fit that
+            generated the Asimov data; toys: the fits to the observed data, with failed toys
+            counted in ``n_failed_toys``). A :class:`nextstat.errors.ConvergenceWarning` is
+            issued where it is False.
+        failed_fits: names of the fits that did not converge (``"free"``, ``"conditional"``,
+            ``"generating"``, ``"asimov_free"``, ``"asimov_conditional"``, ``"toys"``).
     """
 
     mu_test: float
@@ -195,6 +202,8 @@ class HypotestResult(_ToDict):
     clb_error: float | None = None
     n_toys: tuple[int, int] | None = None
     n_failed_toys: int | None = None
+    converged: bool = True
+    failed_fits: tuple[str, ...] = ()
 
     @property
     def pvalue(self) -> float | None:
@@ -229,6 +238,16 @@ class UpperLimitResult(_ToDict):
         mu_values: scanned POI values (scan mode), else the points evaluated by the root finder.
         cls_observed: observed CLs at ``mu_values``.
         cls_expected: expected CLs band at ``mu_values``, shape (len(mu_values), 5).
+        method: "root" or "scan".
+        found: shape (6,) bool (observed, then the expected -2..+2 sigma): False where the
+            crossing CLs = alpha was not bracketed (by the scan, ``mu_range``, or the POI range
+            widened :data:`nextstat.infer.limits.MAX_WIDENINGS` times); the limit reported there
+            is the nearest end of the range tested, not a limit.
+        beyond_bound: shape (6,) bool: the limit lies above ``poi_bound`` (root mode widens the
+            POI's bound to find it).
+        poi_bound: the POI's upper bound in the model (or ``par_bounds``).
+        converged: every fit of every CLs evaluation converged.
+        message: "ok", or what is not a plain limit (also issued as a warning).
     """
 
     observed: float
@@ -238,6 +257,11 @@ class UpperLimitResult(_ToDict):
     cls_observed: np.ndarray
     cls_expected: np.ndarray
     method: str = "root"
+    found: np.ndarray = field(default_factory=lambda: np.ones(6, dtype=bool))
+    beyond_bound: np.ndarray = field(default_factory=lambda: np.zeros(6, dtype=bool))
+    poi_bound: float | None = None
+    converged: bool = True
+    message: str = "ok"
 
     def __repr__(self) -> str:
         return (
@@ -258,6 +282,7 @@ class ProfileScanResult(_ToDict):
         mu_hat: best-fit POI; ``nll_min``: NLL of the free fit.
         bestfit: profiled parameters at each value, shape (n, n_params).
         converged: per-point convergence flags, shape (n,).
+        free_converged: the free fit (behind ``mu_hat`` and ``nll_min``) converged.
     """
 
     mu_values: np.ndarray
@@ -268,11 +293,17 @@ class ProfileScanResult(_ToDict):
     bestfit: np.ndarray
     converged: np.ndarray
     poi_name: str = "mu"
+    free_converged: bool = True
+
+    @property
+    def all_converged(self) -> bool:
+        """The free fit and every conditional fit converged."""
+        return bool(self.free_converged and np.all(self.converged))
 
     def __repr__(self) -> str:
         return (
             f"ProfileScanResult(n_points={len(self.mu_values)}, mu_hat={_fmt(self.mu_hat)}, "
-            f"nll_min={_fmt(self.nll_min)}, all_converged={bool(np.all(self.converged))})"
+            f"nll_min={_fmt(self.nll_min)}, all_converged={self.all_converged})"
         )
 
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -118,13 +119,13 @@ def score_workspace(
             ``"observed"`` for the value on the workspace's observations.
 
     Returns:
-        The score as a Python float. It can be ``inf`` (Z0 of a bin with signal but no
-        background: the asymptotic formula breaks down) or NaN (no limit inside the POI's
-        bounds); :func:`significance_objective` prunes such trials.
+        The score as a finite Python float.
 
     Raises:
         ValueError: unknown ``metric`` or ``data``, a non-finite ``mu``, or ``mu <= 0`` for
-            ``"cls"``.
+            ``"cls"``; a score that is undefined (Z0 of a bin with signal but no background,
+            where q0 is infinite; a limit whose CLs crossing no POI range brackets):
+            :func:`significance_objective` prunes such trials.
         WorkspaceError: malformed workspace.
 
     Example (2 bins; Z0 on the Asimov data set is the observed Z0 of data = s + b):
@@ -149,7 +150,12 @@ def score_workspace(
         return float(hypotest(model, 0.0, data=observations, test_stat="q0").significance)
     if metric == "cls":
         return float(hypotest(model, mu, data=observations, test_stat="qtilde").cls)
-    return float(upper_limit(model, data=observations).observed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an unbracketed limit is refused below
+        limit = upper_limit(model, data=observations)
+    if not limit.found[0]:
+        raise ValueError(f"upper_limit: {limit.message}")
+    return float(limit.observed)
 
 
 def _asimov(model: Model, poi: float) -> np.ndarray:
@@ -224,28 +230,32 @@ class SignificanceObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         t0 = time.perf_counter()
         workspace = self.build(trial)
-        value = score_workspace(workspace, metric=self.metric, mu=self.mu, data=self.data)
+        try:
+            value: float | None = score_workspace(workspace, metric=self.metric, mu=self.mu, data=self.data)
+            why = ""
+        except ValueError as exc:  # an undefined score (see score_workspace): prune the trial
+            value, why = None, str(exc)
         elapsed_ms = (time.perf_counter() - t0) * 1e3
         if self.log_to is not None:
             self.log_to(self.metrics(trial, value, elapsed_ms))
-        if not math.isfinite(value):
+        if value is None:
             import optuna
 
-            raise optuna.TrialPruned(
-                f"{self.metric} = {value} is not finite (Z0 = inf: a bin with signal and no "
-                "background; NaN limit: no crossing inside the POI bounds)"
-            )
+            raise optuna.TrialPruned(f"{self.metric} is undefined for this trial: {why}")
         return value
 
-    def metrics(self, trial: optuna.Trial, value: float, step_time_ms: float) -> dict[str, float]:
+    def metrics(self, trial: optuna.Trial, value: float | None, step_time_ms: float) -> dict[str, float]:
         """The dict handed to ``log_to`` for one trial (keys preceded by ``log_prefix``).
 
         ``z0`` and ``q0`` (:func:`nextstat.mlops.significance_metrics`) for ``metric="z0"``,
-        else the metric under its own name; ``step_time_ms`` (build + score); ``trial`` (the
+        else the metric under its own name; for a pruned trial (``value`` None: the score is
+        undefined) ``pruned`` = 1.0 instead; ``step_time_ms`` (build + score); ``trial`` (the
         trial number); ``param/<name>`` for every numeric trial parameter.
         """
         p = self.log_prefix
-        if self.metric == "z0":
+        if value is None:
+            out = {f"{p}pruned": 1.0, f"{p}step_time_ms": float(step_time_ms)}
+        elif self.metric == "z0":
             out = significance_metrics(value, prefix=p, step_time_ms=step_time_ms)
         else:
             out = {f"{p}{self.metric}": float(value), f"{p}step_time_ms": float(step_time_ms)}

@@ -13,6 +13,7 @@ import gzip
 import json
 import math
 import os
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,57 @@ MODIFIER_TYPES = (
 WorkspaceLike = Mapping[str, Any] | str | os.PathLike
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of ``value`` for an error message, cut to ``limit`` characters (huge ints too)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _parse_json(text: str, what: str, path: str = "") -> Any:
+    """``json.loads`` that refuses malformed or too deeply nested JSON, naming ``what`` (and ``path``)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise WorkspaceError(path, f"{what} is nested too deeply to parse") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
+        raise WorkspaceError(path, f"malformed {what}: {exc}") from exc
+
+
+def _read_json(file: Path, what: str, path: str = "") -> Any:
+    """Parse a ``.json`` file or a gzip-compressed one (by its magic bytes or a ``.gz`` suffix);
+    ``what`` (``"workspace"``, ``"patch"``) and ``path`` name it in errors."""
+    name = f"{what} file {str(file)!r}"
+    try:
+        raw = file.read_bytes()
+        if raw[:2] == b"\x1f\x8b" or file.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8-sig")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise WorkspaceError(path, f"cannot read {name}: corrupt gzip data ({exc})") from exc
+    except OSError as exc:
+        raise WorkspaceError(path, f"cannot read {name}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkspaceError(path, f"cannot read {name}: not UTF-8 text ({exc})") from exc
+    return _parse_json(text, f"JSON in {name}", path)
+
+
+def _is_json_text(text: str) -> bool:
+    return text.lstrip().startswith(("{", "["))
+
+
+def _file(name: str | os.PathLike, what: str, path: str = "") -> Path:
+    """The existing file ``name``, or WorkspaceError (also for names no file can have)."""
+    try:
+        file = Path(name)
+        if file.is_file():
+            return file
+    except (OSError, ValueError):  # name too long, embedded NUL byte
+        pass
+    raise WorkspaceError(path, f"no {what} file at {_short(str(name))}")
+
+
 def load(ws: WorkspaceLike) -> dict:
     """Return the workspace as a fresh ``dict`` (the caller's object is never modified).
 
@@ -41,57 +93,82 @@ def load(ws: WorkspaceLike) -> dict:
         ws: a ``dict``, a JSON string, or a path to a ``.json`` / ``.json.gz`` file.
 
     Raises:
-        WorkspaceError: unreadable file or malformed JSON.
+        WorkspaceError: unreadable file, corrupt gzip, text that is not UTF-8, malformed or too
+            deeply nested JSON, or JSON that is not an object.
+        TypeError: ``ws`` of another type.
     """
     if isinstance(ws, Mapping):
-        return copy.deepcopy(dict(ws))
-    if isinstance(ws, os.PathLike) or (isinstance(ws, str) and not ws.lstrip().startswith("{")):
-        path = Path(ws)
-        if not path.is_file():
-            raise WorkspaceError("", f"no workspace file at {str(path)!r}")
-        opener = gzip.open if path.suffix == ".gz" else open
         try:
-            with opener(path, "rt", encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise WorkspaceError("", f"cannot read workspace {str(path)!r}: {exc}") from exc
-    if isinstance(ws, str):
-        try:
-            return json.loads(ws)
-        except json.JSONDecodeError as exc:
-            raise WorkspaceError("", f"malformed workspace JSON: {exc}") from exc
-    raise TypeError(f"ws: expected a dict, JSON string or path, got {type(ws).__name__}")
+            return copy.deepcopy(dict(ws))
+        except RecursionError:
+            raise WorkspaceError("", "workspace nested too deeply to copy") from None
+    if isinstance(ws, str) and _is_json_text(ws):
+        spec = _parse_json(ws, "workspace JSON")
+    elif isinstance(ws, (str, os.PathLike)):
+        spec = _read_json(_file(ws, "workspace"), "workspace")
+    else:
+        raise TypeError(f"ws: expected a dict, JSON string or path, got {type(ws).__name__}")
+    if not isinstance(spec, dict):
+        where = "" if isinstance(ws, str) and _is_json_text(ws) else f" in {str(ws)!r}"
+        raise WorkspaceError("", f"a workspace is a JSON object, got a JSON {type(spec).__name__}{where}")
+    return spec
 
 
-def load_patch(patch: Any) -> list:
+def load_patch(patch: Any, path: str = "patch") -> list:
     """Return a JSON Patch (RFC 6902) operation list from a list, a JSON string or a path.
 
-    A pyhf patchset entry (``{"metadata": ..., "patch": [...]}``) is accepted too.
+    Also accepted: a pyhf patchset entry (``{"metadata": ..., "patch": [...]}``), a single
+    operation (``{"op": ..., "path": ...}``) and a ``jsonpatch.JsonPatch`` (e.g. a
+    ``pyhf.patchset.Patch``). ``path`` names the patch in error messages.
     """
-    if isinstance(patch, (str, os.PathLike)):
-        text = str(patch)
-        if isinstance(patch, os.PathLike) or not text.lstrip().startswith(("[", "{")):
-            patch = load(patch)
-        else:
-            try:
-                patch = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise WorkspaceError("patch", f"malformed JSON Patch: {exc}") from exc
+    if isinstance(patch, str) and _is_json_text(patch):
+        patch = _parse_json(patch, "JSON Patch", path)
+    elif isinstance(patch, (str, os.PathLike)):
+        patch = _read_json(_file(patch, "patch", path), "patch", path)
+    if isinstance(patch, jsonpatch.JsonPatch):
+        patch = list(patch.patch)
     if isinstance(patch, Mapping) and "patch" in patch:
         patch = patch["patch"]
+    elif isinstance(patch, Mapping) and "op" in patch:
+        patch = [dict(patch)]
+    elif isinstance(patch, Mapping):
+        hint = "; a pyhf patchset holds several: pass its entries" if "patches" in patch else ""
+        raise WorkspaceError(path, "expected a JSON Patch (list of operations), one operation or a pyhf patch "
+                                   f"entry {{'metadata': ..., 'patch': [...]}}, got an object with keys {sorted(map(str, patch))[:5]}{hint}")
     if not isinstance(patch, list):
-        raise WorkspaceError("patch", f"expected a list of JSON Patch operations, got {type(patch).__name__}")
+        raise WorkspaceError(path, f"expected a list of JSON Patch operations, got {type(patch).__name__}")
     return patch
 
 
+def _patch_list(patches: Any) -> list:
+    """``patches`` as a list: one patch (a path, JSON text, operation or patch entry) is wrapped."""
+    if patches is None:
+        return []
+    if isinstance(patches, (str, os.PathLike, Mapping, jsonpatch.JsonPatch)):
+        return [patches]
+    if isinstance(patches, (list, tuple)):
+        return list(patches)
+    raise TypeError(f"patches: expected a list of JSON Patches (or one patch, path or JSON text), "
+                    f"got {type(patches).__name__}")
+
+
 def apply_patches(ws: dict, patches: Sequence[Any] | None) -> dict:
-    """Apply JSON Patches (RFC 6902, via ``jsonpatch``) in order and return the new workspace."""
-    for i, p in enumerate(patches or ()):
-        ops = load_patch(p)
+    """Apply JSON Patches (RFC 6902, via ``jsonpatch``) in order and return the new workspace.
+
+    ``patches``: a list of patches (each as :func:`load_patch` accepts), or one patch on its own
+    (a path, JSON text, operation, patch entry or ``jsonpatch.JsonPatch``). A list of operations
+    is applied one operation after the other, which is the same as applying it as one patch.
+    """
+    for i, p in enumerate(_patch_list(patches)):
+        ops = load_patch(p, f"patches[{i}]")
         try:
             ws = jsonpatch.apply_patch(ws, ops, in_place=False)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
             raise WorkspaceError(f"patches[{i}]", f"cannot apply patch: {exc}") from exc
+        except RecursionError:
+            raise WorkspaceError(f"patches[{i}]", "cannot apply patch: nested too deeply") from None
+        if not isinstance(ws, dict):
+            raise WorkspaceError(f"patches[{i}]", f"the patched workspace is a {type(ws).__name__}, not an object")
     return ws
 
 
@@ -108,26 +185,31 @@ def _require(obj: Any, key: str, path: str, kind: type | tuple[type, ...]) -> An
     return value
 
 
+def _number(value: Any, path: str) -> float:
+    """``value`` as a finite float64: JSON's ints of any size and NaN / Infinity tokens included."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WorkspaceError(path, f"expected a finite number, got {_short(value)}")
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond the float64 range
+        out = math.inf
+    if not math.isfinite(out):
+        raise WorkspaceError(path, f"expected a finite number (float64), got {_short(value)}")
+    return out
+
+
 def numbers(values: Any, path: str, n: int | None = None, *, nonnegative: bool = False) -> list[float]:
     """Validate a list of finite numbers (optionally of length ``n``, optionally >= 0)."""
     if not isinstance(values, (list, tuple)):
         raise WorkspaceError(path, f"expected a list of numbers, got {type(values).__name__}")
     if n is not None and len(values) != n:
         raise WorkspaceError(path, f"expected {n} bins, got {len(values)}")
-    out = []
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise WorkspaceError(f"{path}[{i}]", f"expected a finite number, got {v!r}")
-        if nonnegative and v < 0:
-            raise WorkspaceError(f"{path}[{i}]", f"must be >= 0, got {v!r}")
-        out.append(float(v))
+    out = [_number(v, f"{path}[{i}]") for i, v in enumerate(values)]
+    if nonnegative:
+        for i, v in enumerate(out):
+            if v < 0:
+                raise WorkspaceError(f"{path}[{i}]", f"must be >= 0, got {v!r}")
     return out
-
-
-def _number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkspaceError(path, f"expected a finite number, got {value!r}")
-    return float(value)
 
 
 def validate(ws: dict) -> None:
@@ -160,10 +242,10 @@ def validate(ws: dict) -> None:
             n = nbins.setdefault(name, len(data))
             if n == 0:
                 raise WorkspaceError(f"{spath}.data", "a sample needs at least one bin")
-            numbers(data, f"{spath}.data", n, nonnegative=False)
+            nominal = numbers(data, f"{spath}.data", n, nonnegative=False)
             modifiers = _require(sample, "modifiers", spath, list)
             for im, mod in enumerate(modifiers):
-                _validate_modifier(mod, f"{spath}.modifiers[{im}]", n)
+                _validate_modifier(mod, f"{spath}.modifiers[{im}]", nominal)
     observations = _require(ws, "observations", "", list)
     seen_obs: set[str] = set()
     for io, obs in enumerate(observations):
@@ -192,7 +274,8 @@ def validate(ws: dict) -> None:
             _require(par, "name", f"{mpath}.config.parameters[{ip}]", str)
 
 
-def _validate_modifier(mod: Any, path: str, n: int) -> None:
+def _validate_modifier(mod: Any, path: str, nominal: list[float]) -> None:
+    n = len(nominal)
     _require(mod, "name", path, str)
     mtype = _require(mod, "type", path, str)
     if mtype not in MODIFIER_TYPES:
@@ -216,7 +299,10 @@ def _validate_modifier(mod: Any, path: str, n: int) -> None:
         for key in ("hi_data", "lo_data"):
             if key not in data:
                 raise WorkspaceError(f"{dpath}.{key}", "required field is missing")
-            numbers(data[key], f"{dpath}.{key}", n)
+            for b, (v, nom) in enumerate(zip(numbers(data[key], f"{dpath}.{key}", n), nominal)):
+                if not math.isfinite(v - nom):  # the engine stores the deltas to the nominal
+                    raise WorkspaceError(f"{dpath}.{key}[{b}]", f"the difference {v!r} - {nom!r} to the "
+                                                                "sample's nominal overflows float64")
     else:  # staterror, shapesys: absolute uncertainties per bin
         numbers(data, dpath, n, nonnegative=True)
 

@@ -69,6 +69,8 @@ _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 
 FIT_CONVERGED, FIT_MAXITER, FIT_LINESEARCH, FIT_NONFINITE = 0, 1, 2, 3
+# set by the Python layer (never by compiled code): the fit ended on a non-finite number
+FIT_NONFINITE_RESULT = 4
 
 # below these sizes plain loops beat a BLAS/LAPACK call (whose fixed cost is ~1 us)
 _SMALL_DENSE = 24  # Cholesky order, and dense Gauss-Newton solves
@@ -574,9 +576,13 @@ def _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, jac):
         dcon[:] = 0.0
         for b in range(nb):
             n = data[b]
-            rb = 1.0 - n / nu[b]
+            if n == 0.0:  # the term is nu itself (also where nu = 0: an empty bin)
+                rb = 1.0
+                w[b] = 0.0
+            else:
+                rb = 1.0 - n / nu[b]
+                w[b] = n / (nu[b] * nu[b])
             r[b] = rb
-            w[b] = n / (nu[b] * nu[b])
             if rb != 0.0:
                 for p in range(P):
                     g[p] += J[b, p] * rb
@@ -683,13 +689,7 @@ def _hess_lower(theta, J, w, r, dcon, A, exact, S, H):
             sw = math.sqrt(w[b])
             for p in range(P):
                 Jw[b, p] = J[b, p] * sw
-        # Fortran sees Jw as Jw^T (P x B, ld P) and H as H^T: H^T's upper = H's lower
-        c = np.array([85, 78], dtype=np.uint8)  # "U", "N"
-        dims = np.array([P, B], dtype=np.int32)
-        ab = np.array([1.0, 0.0])
-        _dsyrk(c[0:].ctypes.data, c[1:].ctypes.data, dims.ctypes.data, dims[1:].ctypes.data,
-               ab.ctypes.data, Jw.ctypes.data, dims.ctypes.data, ab[1:].ctypes.data, H.ctypes.data,
-               dims.ctypes.data)
+        _syrk_lower(Jw, H)
     if exact:
         model_pass(theta, r, A, MODE_HESS2, w, J, H, S)
     for i in range(P):
@@ -732,11 +732,7 @@ def _factor_inplace(H):
     n = H.shape[0]
     if n <= _SMALL_DENSE:
         return _chol_inplace(H, n)
-    uplo = np.array([85], dtype=np.uint8)  # C-order lower = Fortran-order upper
-    nn = np.array([n], dtype=np.int32)
-    info = np.zeros(1, dtype=np.int32)
-    _dpotrf(uplo.ctypes.data, nn.ctypes.data, H.ctypes.data, nn.ctypes.data, info.ctypes.data)
-    return info[0] == 0
+    return _potrf(H) == 0
 
 
 @njit(**_JIT)
@@ -769,6 +765,68 @@ _dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _
 # BLAS dsyrk (C := alpha A A^T + beta C, one triangle) for the Gauss-Newton Gram matrix
 llvm.add_symbol("nextstat_dsyrk", get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
 _dsyrk = types.ExternalFunction("nextstat_dsyrk", types.void(_I, _I, _I, _I, _I, _I, _I, _I, _I, _I))
+
+# Raw-pointer calls and buffer lifetime. Numba frees a local array right after its last use in
+# the code, and taking ``x.ctypes.data`` is such a use: an array whose address is passed to
+# BLAS/LAPACK but that is not used after the call may be freed (and its memory reused) while
+# the routine still reads it. So every buffer of a raw call is either an argument of the small
+# wrapper below (the caller holds it until the wrapper returns) or is read after the call
+# (``_after``), which keeps it alive until then. Never pass ``x[k:].ctypes.data`` of a
+# temporary view; offset the parent's address instead.
+
+
+@njit(**_JIT)
+def _after(chars, ints, reals):
+    """A value read from each argument after a raw call: keeps these buffers alive through
+    the call (see above). Returns ints[-1] (the routine's ``info`` where it has one)."""
+    if chars[0] == 0 or not np.isfinite(reals[0]):
+        return -1
+    return ints[ints.shape[0] - 1]
+
+
+@njit(**_JIT)
+def _syrk_lower(Jw, H):
+    """Lower triangle of ``H = Jw^T Jw`` (BLAS ``dsyrk``) for C-order ``Jw`` (B, P) and
+    ``H`` (P, P); H's strict upper triangle is left as it was. Fortran sees Jw as Jw^T
+    (P x B, ld P) and H as H^T, whose upper triangle is H's lower one."""
+    B, P = Jw.shape
+    chars = np.array([85, 78], dtype=np.uint8)  # "U", "N"
+    ints = np.array([P, B, 0], dtype=np.int32)  # N, K (also LDA, LDC = N)
+    reals = np.array([1.0, 0.0])  # alpha, beta
+    c, i, r = chars.ctypes.data, ints.ctypes.data, reals.ctypes.data
+    _dsyrk(c, c + 1, i, i + 4, r, Jw.ctypes.data, i, r + 8, H.ctypes.data, i)
+    _after(chars, ints, reals)
+
+
+@njit(**_JIT)
+def _lapack_spd(routine, a):
+    """LAPACK ``dpotrf`` (routine 0) or ``dpotri`` (1) with UPLO "U" on the C-order square
+    matrix ``a`` in place: Fortran's upper triangle is C's lower one. Returns LAPACK's info
+    (0: success; > 0: not positive definite)."""
+    n = a.shape[0]
+    chars = np.array([85], dtype=np.uint8)  # "U"
+    ints = np.array([n, 0], dtype=np.int32)  # N (also LDA), INFO
+    reals = np.zeros(1)
+    c, i = chars.ctypes.data, ints.ctypes.data
+    if routine == 0:
+        _dpotrf(c, i, a.ctypes.data, i, i + 4)
+    else:
+        _dpotri(c, i, a.ctypes.data, i, i + 4)
+    return _after(chars, ints, reals)
+
+
+@njit(**_JIT)
+def _potrf(a):
+    """In-place lower Cholesky factor (C order) of the symmetric matrix in ``a``'s lower
+    triangle (LAPACK ``dpotrf``); returns info."""
+    return _lapack_spd(0, a)
+
+
+@njit(**_JIT)
+def _potri(a):
+    """In-place inverse from the lower Cholesky factor in ``a`` (LAPACK ``dpotri``); the
+    result is in the lower triangle. Returns info."""
+    return _lapack_spd(1, a)
 
 
 @njit(**_LEAF)
@@ -808,11 +866,7 @@ def _chol(M):
         return True, L
     # LAPACK in place: C-order lower L is Fortran-order upper U = L^T
     L = M.copy()
-    uplo = np.array([85], dtype=np.uint8)  # "U"
-    nn = np.array([n], dtype=np.int32)
-    info = np.zeros(1, dtype=np.int32)
-    _dpotrf(uplo.ctypes.data, nn.ctypes.data, L.ctypes.data, nn.ctypes.data, info.ctypes.data)
-    if info[0] != 0:
+    if _potrf(L) != 0:
         return False, M
     for i in range(n):
         for j in range(i + 1, n):
@@ -1311,17 +1365,9 @@ def _spd_inverse(a, factored):
         return True
     if n <= _SMALL_DENSE:
         return _spd_inverse_small(a, factored)
-    # C-order lower L is Fortran-order upper U = L^T (the matrix is U^T U); a symmetric matrix
-    # reads the same in either order
-    uplo = np.array([85], dtype=np.uint8)  # "U"
-    nn = np.array([n], dtype=np.int32)
-    info = np.zeros(1, dtype=np.int32)
-    if not factored:
-        _dpotrf(uplo.ctypes.data, nn.ctypes.data, a.ctypes.data, nn.ctypes.data, info.ctypes.data)
-        if info[0] != 0:
-            return False
-    _dpotri(uplo.ctypes.data, nn.ctypes.data, a.ctypes.data, nn.ctypes.data, info.ctypes.data)
-    if info[0] != 0:
+    if not factored and _potrf(a) != 0:
+        return False
+    if _potri(a) != 0:
         return False
     # the result is in Fortran's upper = C's lower triangle
     for i in range(n):
@@ -1331,14 +1377,44 @@ def _spd_inverse(a, factored):
 
 
 @njit(**_JIT)
+def _hesse_degenerate(H, free):
+    """Covariance from a Hessian ``H`` (P, P) that is not positive definite over the free
+    parameters ``free``: parameters without curvature (|H_ii| <= 1e-12 of the largest, e.g. a
+    POI on its bound with no events expected or observed: the NLL is linear there) carry no
+    Hesse information and get zero rows and columns; on the others the eigenvalues are replaced
+    by their absolute values, floored at 1e-12 of the largest, before inverting. All zero where
+    H is not finite. Callers flag the result as not positive definite."""
+    P = H.shape[0]
+    cov = np.zeros((P, P))
+    scale = 0.0
+    for i in free:
+        if not np.isfinite(H[i, i]):
+            return cov
+        scale = max(scale, abs(H[i, i]))
+    keep = np.array([i for i in free if abs(H[i, i]) > 1e-12 * scale], dtype=np.int64)
+    if keep.shape[0] == 0:
+        return cov
+    Hf = submatrix(H, keep)
+    if not np.all(np.isfinite(Hf)):
+        return cov
+    ev, V = np.linalg.eigh(Hf)
+    floor = 1e-12 * np.max(np.abs(ev))
+    inv = (V / np.maximum(np.abs(ev), floor).reshape(1, -1)) @ V.T
+    for a in range(keep.shape[0]):
+        for b in range(keep.shape[0]):
+            cov[keep[a], keep[b]] = inv[a, b]
+    return cov
+
+
+@njit(**_JIT)
 def hesse_cov(theta, data, fixed, A, AUX, L):
     """Covariance = inverse of the exact analytic Hessian over the free parameters (Hesse).
 
     ``L``: the Cholesky factor of that Hessian at ``theta`` if already known (from
     :func:`_newton`: (P, P), fixed parameters masked to the identity), which is overwritten;
     else a 0 x 0 array. Returns ``(cov (P, P), posdef)``: fixed parameters get zero rows and
-    columns; where the Hessian is not positive definite its eigenvalues are replaced by their
-    absolute values before inverting and ``posdef`` is False."""
+    columns; where the Hessian is not positive definite, :func:`_hesse_degenerate` and
+    ``posdef`` is False."""
     P = theta.shape[0]
     free = np.flatnonzero(~fixed)
     m = free.shape[0]
@@ -1354,14 +1430,7 @@ def hesse_cov(theta, data, fixed, A, AUX, L):
     if ok:
         ok = _spd_inverse(a, True)
     if not ok:
-        Hf = submatrix(nll_grad_hess(theta, data, A, AUX, True)[2], free)
-        ev, V = np.linalg.eigh(Hf)
-        inv = (V / np.maximum(np.abs(ev), 1e-300).reshape(1, -1)) @ V.T
-        cov = np.zeros((P, P))
-        for i in range(m):
-            for j in range(m):
-                cov[free[i], free[j]] = inv[i, j]
-        return cov, False
+        return _hesse_degenerate(nll_grad_hess(theta, data, A, AUX, True)[2], free), False
     for i in range(P):
         if fixed[i]:
             for j in range(P):

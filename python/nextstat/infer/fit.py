@@ -16,7 +16,33 @@ _MESSAGES = {
     core.FIT_MAXITER: "reached the iteration limit before converging",
     core.FIT_LINESEARCH: "line search found no decrease: the fit did not converge",
     core.FIT_NONFINITE: "the NLL is not finite at the starting point (expected rate <= 0 where data > 0)",
+    core.FIT_NONFINITE_RESULT: "the fit ended on a non-finite NLL, parameter or error",
 }
+
+
+def retry_starts(model: Model, init: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray) -> list[np.ndarray]:
+    """Alternative starting points for a fit from ``init`` that did not converge (the one
+    retry policy of fits, hypothesis tests and scans): ``model.suggested_init()`` with the fixed
+    parameters kept at their values in ``init``, then the centre of each free parameter's
+    bounds where they are finite (same fixed values). Starts equal to ``init`` are left out."""
+    starts = []
+    base = model.suggested_init()
+    centre = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), base)
+    for cand in (base, centre):
+        s = np.where(fixed, init, np.clip(cand, lo, hi))
+        if not any(np.array_equal(s, t) for t in [init, *starts]):
+            starts.append(np.ascontiguousarray(s))
+    return starts
+
+
+def better(a_status: int, a_nll: float, b_status: int, b_nll: float) -> bool:
+    """True where fit ``a`` is preferable to fit ``b``: converged before not converged, then
+    the lower NLL (a non-finite NLL is never lower)."""
+    a_ok, b_ok = a_status == core.FIT_CONVERGED, b_status == core.FIT_CONVERGED
+    if a_ok != b_ok:
+        return a_ok
+    return bool(a_nll < b_nll) or not np.isfinite(b_nll) and np.isfinite(a_nll)
 
 
 def _fixed_mask(model: Model, fixed_params: Any) -> np.ndarray:
@@ -34,6 +60,8 @@ def _bounds(model: Model, par_bounds: Any) -> np.ndarray:
     b = np.asarray(par_bounds, dtype=np.float64)
     if b.shape != (model.n_params, 2):
         raise ValueError(f"par_bounds: expected shape ({model.n_params}, 2), got {b.shape}")
+    if np.any(np.isnan(b)):
+        raise ValueError(f"par_bounds: NaN bound for parameter {model.parameter_names[int(np.flatnonzero(np.isnan(b).any(axis=1))[0])]!r}")
     if np.any(b[:, 0] > b[:, 1]):
         raise ValueError("par_bounds: a lower bound lies above its upper bound")
     return b
@@ -83,12 +111,32 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
     else:
         b = _bounds(model, par_bounds)
         lo, hi = np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
-    theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = core.fit_with_errors(
-        init, d, lo, hi, fixed, *model.packed, maxiter, tol, hesse)
+
+    def run(start: np.ndarray, n_max: int) -> tuple:
+        return core.fit_with_errors(start, d, lo, hi, fixed, *model.packed, n_max, tol, hesse)
+
+    if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
+        raise ValueError(f"maxiter: expected a positive integer, got {maxiter!r}")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol: expected a finite value > 0, got {tol!r}")
+    out = _checked(run(init, maxiter))
+    if out[3] != core.FIT_CONVERGED:
+        # retries from the alternative starts (at most two more fits); the best fit is kept
+        for start in retry_starts(model, init, fixed, lo, hi):
+            alt = _checked(run(start, maxiter))
+            if better(alt[3], alt[1], out[3], out[1]):
+                out = alt
+            if out[3] == core.FIT_CONVERGED:
+                break
+    theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = out
     converged = status == core.FIT_CONVERGED
     message = _MESSAGES[status]
     if converged and hesse and not posdef:
+        flat = [model._names[i] for i in np.flatnonzero(~fixed & (err == 0.0))]
         message = "converged; the Hessian is not positive definite (covariance approximated)"
+        if flat:
+            message += (f"; no curvature in {', '.join(flat[:5])}{' ...' if len(flat) > 5 else ''}: "
+                        "their errors are not defined by Hesse (reported as 0; use a profile scan)")
     return FitResult._build(
         bestfit=theta, errors=err, covariance=cov, correlation=corr,
         parameter_names=model._names, poi_index=model.poi_index,
@@ -96,6 +144,16 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed,
         at_limit=at_limit, posdef=posdef,
     )
+
+
+def _checked(out: tuple) -> tuple:
+    """A compiled fit's outputs with ``status`` downgraded to ``FIT_NONFINITE_RESULT`` where a
+    converged fit ended on a non-finite NLL, parameter or error (converged is never reported
+    with those)."""
+    if out[3] == core.FIT_CONVERGED and not (np.isfinite(out[1]) and np.all(np.isfinite(out[0]))
+                                             and np.all(np.isfinite(out[6]))):
+        return (*out[:3], core.FIT_NONFINITE_RESULT, *out[4:])
+    return out
 
 
 def fixed_poi_fit(model: Model, mu: float, *, data: Any = None, init_pars: Any = None,

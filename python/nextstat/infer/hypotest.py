@@ -10,15 +10,17 @@ mu values (limits, CLs scans), with warm starts.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.special import ndtr  # noqa: F401 - the docstring example compares with it
+from scipy.special import log_ndtr, ndtr  # noqa: F401 - ndtr: the docstring example compares with it
 
 from nextstat.engine import numba_core as core
 from nextstat.infer import test_statistics as ts
-from nextstat.infer.fit import _bounds, _fixed_mask
+from nextstat.errors import ConvergenceWarning
+from nextstat.infer.fit import _bounds, _fixed_mask, better, retry_starts
 from nextstat.model import Model
 from nextstat.results import HypotestResult
 
@@ -39,29 +41,40 @@ def _phi(x: float) -> float:
     return 0.5 * math.erfc(-x * _SQRT_HALF)
 
 
+def _log_phi(x: float) -> float:
+    """log Phi(x), without underflow far in the lower tail (``scipy.special.log_ndtr`` there)."""
+    if x > -30.0:
+        return math.log(_phi(x))
+    return float(log_ndtr(x))
+
+
 def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[float, float, float]:
     """(CLsb, CLb, CLs) from the observed and Asimov sqrt test statistics.
 
     The statistic is shifted as in pyhf: ``t = sqrt(q) - sqrt(qA)`` (for q~ above the Asimov
     value ``(q - qA) / (2 sqrt(qA))``, arXiv:1007.1727 eq. 66); then CLsb = Phi(-(t + sqrt(qA)))
-    and CLb = Phi(-t).
+    and CLb = Phi(-t). CLs = CLsb / CLb is formed from the logarithms, so it stays finite (and
+    exact) where both tails underflow.
 
     >>> clsb, clb, cls = asymptotic_pvalues(1.0, 1.0, "qtilde")
     >>> bool(np.isclose(clsb, ndtr(-1.0)) and np.isclose(clb, 0.5))
+    True
+    >>> clsb, clb, cls = asymptotic_pvalues(60.0, 30.0, "q")   # CLb = Phi(-30) ~ 5e-198
+    >>> bool(np.isclose(cls, np.exp(log_ndtr(-60.0) - log_ndtr(-30.0))) and cls > 0)
     True
     """
     if test_stat in ("q", "q0") or sqrt_q <= sqrt_qA or sqrt_qA == 0.0:
         t = sqrt_q - sqrt_qA
     else:
         t = (sqrt_q * sqrt_q - sqrt_qA * sqrt_qA) / (2.0 * sqrt_qA)
-    clsb = _phi(-(t + sqrt_qA))
-    clb = _phi(-t)
-    return clsb, clb, clsb / clb
+    log_clsb = _log_phi(-(t + sqrt_qA))
+    log_clb = _log_phi(-t)
+    return math.exp(log_clsb), math.exp(log_clb), math.exp(log_clsb - log_clb)
 
 
 def expected_cls(sqrt_qA: float) -> np.ndarray:
     """Expected CLs band (5,) at the background-only quantiles -2..+2 sigma of the limit."""
-    return np.array([_phi(-(n + sqrt_qA)) / _phi(-n) for n in _BAND])
+    return np.array([math.exp(_log_phi(-(n + sqrt_qA)) - _log_phi(-n)) for n in _BAND])
 
 
 class _Fit(NamedTuple):
@@ -125,16 +138,41 @@ class AsymptoticCalculator:
         self._generating: _Fit | None = None
         self._asimov_data: np.ndarray | None = None
         self._asimov: _Fits | None = None
+        self._cond_first: tuple[_Fit, _Fit] | None = None  # conditional fits of _first_fits
         self.asimov_mu = 1.0 if test_stat == "q0" else 0.0
+
+    def _fit_once(self, data: np.ndarray, init: np.ndarray, mu: float | None, profiled: bool) -> _Fit:
+        """One compiled fit: free (``mu=None``) from ``init``, or conditional at POI = ``mu``;
+        with ``profiled`` the conditional fit starts from the free optimum ``init`` moved along
+        the profile (:func:`nextstat.engine.numba_core.profile_start`), else from ``init``."""
+        packed = self.model.packed
+        if mu is None:
+            return _Fit(*core.fit_dev(init, data, self._lo, self._hi, self.fixed, *packed, 200, 1e-10))
+        if profiled:
+            return _Fit(*core.fit_dev_conditional(init, float(mu), data, self._lo, self._hi, self._fixed_poi,
+                                                  self.model.poi_index, *packed, 200, 1e-10))
+        start = init.copy()
+        start[self.model.poi_index] = mu
+        return _Fit(*core.fit_dev(start, data, self._lo, self._hi, self._fixed_poi, *packed, 200, 1e-10))
 
     def _fit(self, data: np.ndarray, init: np.ndarray, mu: float | None) -> _Fit:
         """Free fit (``mu=None``) from ``init``, or conditional fit at POI = ``mu`` from the free
-        optimum ``init`` (:func:`nextstat.engine.numba_core.profile_start`)."""
-        if mu is None:
-            return _Fit(*core.fit_dev(init, data, self._lo, self._hi, self.fixed, *self.model.packed, 200, 1e-10))
-        # conditional fits start from ``init`` (a free optimum) moved along the profile
-        return _Fit(*core.fit_dev_conditional(init, float(mu), data, self._lo, self._hi, self._fixed_poi,
-                                              self.model.poi_index, *self.model.packed, 200, 1e-10))
+        optimum ``init``; a fit that does not converge is retried from the starts of
+        :func:`nextstat.infer.fit.retry_starts` (bounded) and the best one is kept."""
+        fit = self._fit_once(data, init, mu, True)
+        if fit.converged:
+            return fit
+        fixed = self.fixed if mu is None else self._fixed_poi
+        start = init.copy()
+        if mu is not None:
+            start[self.model.poi_index] = mu
+        for alt_start in [start, *retry_starts(self.model, start, fixed, self._lo, self._hi)]:
+            alt = self._fit_once(data, alt_start, mu, False)
+            if better(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
+                fit = alt
+            if fit.converged:
+                break
+        return fit
 
     def observed_fits(self) -> _Fits:
         if self._obs is None:
@@ -161,55 +199,99 @@ class AsymptoticCalculator:
             self._asimov = _Fits.of(free, self.model.poi_index)
         return self._asimov
 
-    def _q(self, mu: float, fits: _Fits, data: np.ndarray) -> tuple[float, _Fit]:
+    def _q(self, mu: float, fits: _Fits, data: np.ndarray) -> tuple[_Fits, _Fit]:
+        """The conditional fit at ``mu`` on ``data`` and the free fits, the free fit refitted
+        from the conditional optimum where that lies below it (the free fit then stopped in a
+        local minimum: its NLL can never exceed a conditional one)."""
         cond = self._fit(data, fits.free.bestfit, mu)
-        return self._statistic(mu, cond, fits), cond
+        if cond.nll_dev < fits.nll_free - 1e-9 * max(1.0, abs(fits.nll_free)):
+            free = self._fit(data, cond.bestfit, None)
+            if better(free.status, free.nll_dev, fits.free.status, fits.nll_free):
+                fits = _Fits.of(free, self.model.poi_index)
+        return fits, cond
+
+    def _tested(self, mu: float) -> tuple[_Fit, _Fit]:
+        """(conditional fit on the observed data, on the Asimov data) at ``mu``; updates the
+        cached free fits where :meth:`_q` improved them."""
+        if self._obs is None and self._first_fits(mu):
+            return self._cond_first
+        self._obs, cond_obs = self._q(mu, self.observed_fits(), self.data)
+        self._asimov, cond_a = self._q(mu, self.asimov_fits(), self.asimov_data())
+        return cond_obs, cond_a
 
     def teststatistics(self, mu: float) -> tuple[float, float]:
         """(q_obs, q_asimov) at ``mu``."""
-        if self._obs is None:
-            return self._first_teststatistics(mu)
-        q_obs, _ = self._q(mu, self.observed_fits(), self.data)
-        q_a, _ = self._q(mu, self.asimov_fits(), self.asimov_data())
-        return q_obs, q_a
+        cond_obs, cond_a = self._tested(float(mu))
+        return self._statistic(mu, cond_obs, self._obs), self._statistic(mu, cond_a, self._asimov)
 
-    def _first_teststatistics(self, mu: float) -> tuple[float, float]:
-        """:meth:`teststatistics` when nothing is cached yet: all five fits in one compiled call
+    def _first_fits(self, mu: float) -> bool:
+        """All five fits of a first test in one compiled call
         (:func:`nextstat.engine.numba_core.asymptotic_fits`, the same fits from the same starts
-        as one by one), which fills the caches of the mu-independent fits."""
+        as one by one), which fills the caches of the mu-independent fits. Returns False (and
+        caches nothing) where a fit did not converge or a conditional fit lies below its free
+        fit: the fits are then done one by one, with retries."""
         model = self.model
         thetas, stats, asimov = core.asymptotic_fits(
             self.init, mu, self.data, self._lo, self._hi, self.fixed, self._fixed_poi, model.poi_index,
             self.asimov_mu, *model.packed, 200, 1e-10)
         fits = [_Fit(thetas[k], float(st[0]), float(st[1]), int(st[2]), int(st[3]), float(st[4]))
                 for k, st in enumerate(stats)]
+        tol = 1e-9 * max(1.0, abs(fits[0].nll_dev), abs(fits[3].nll_dev))
+        if not all(f.converged for f in fits) or fits[1].nll_dev < fits[0].nll_dev - tol \
+                or fits[4].nll_dev < fits[3].nll_dev - tol:
+            return False
         poi = model.poi_index
         self._obs = _Fits.of(fits[0], poi)
         self._generating = fits[2]
         self._asimov_data = asimov
         self._asimov = _Fits.of(fits[3], poi)
-        return self._statistic(mu, fits[1], self._obs), self._statistic(mu, fits[4], self._asimov)
+        self._cond_first = (fits[1], fits[4])
+        return True
 
     def _statistic(self, mu: float, cond: _Fit, fits: _Fits) -> float:
         return ts.statistic(self.test_stat, mu, cond.nll_dev, fits.nll_free, fits.mu_hat)
 
-    def hypotest(self, mu: float) -> HypotestResult:
+    def _check_mu(self, mu: float) -> float:
+        """The tested POI value: finite and inside the POI's bounds, else ValueError; for q0,
+        0 (as pyhf: the discovery test tests mu = 0, with a warning for another mu)."""
         mu = float(mu)
-        q_obs, q_a = self.teststatistics(mu)
+        if self.test_stat == "q0" and mu != 0.0:
+            warnings.warn(f"hypotest: the q0 test statistic tests mu = 0 (discovery); mu = {mu!r} is ignored",
+                          UserWarning, stacklevel=4)
+            mu = 0.0
+        lo, hi = self.bounds[self.model.poi_index]
+        if not (np.isfinite(mu) and lo <= mu <= hi):
+            raise ValueError(f"mu: expected a finite value within the bounds [{lo:g}, {hi:g}] of the POI "
+                             f"{self.model.poi_name!r}, got {mu!r}")
+        return mu
+
+    def hypotest(self, mu: float) -> HypotestResult:
+        """The test at POI = ``mu`` (asymptotic formulae of arXiv:1007.1727)."""
+        mu = self._check_mu(mu)
+        cond_obs, cond_a = self._tested(mu)
+        obs, asi = self._obs, self._asimov
+        q_obs, q_a = self._statistic(mu, cond_obs, obs), self._statistic(mu, cond_a, asi)
+        if not (math.isfinite(q_obs) and math.isfinite(q_a)):
+            which = "observed" if not math.isfinite(q_obs) else "Asimov"
+            raise ValueError(
+                f"hypotest: the {which} test statistic at {self.model.poi_name} = {mu:g} is not finite (its "
+                f"conditional fit: {'NLL ' + format(cond_obs.nll_dev if which == 'observed' else cond_a.nll_dev, 'g')}): "
+                "the hypothesis predicts no events in a bin with observed events, or the yields overflow "
+                "double precision; the p-values are undefined")
+        named = (("free", obs.free), ("conditional", cond_obs), ("generating", self._generating),
+                 ("asimov_free", asi.free), ("asimov_conditional", cond_a))
+        failed = tuple(name for name, f in named if not f.converged)
+        if failed:
+            warnings.warn(f"hypotest at {self.model.poi_name} = {mu:g}: the fits {', '.join(failed)} did not "
+                          "converge (HypotestResult.converged is False)", ConvergenceWarning, stacklevel=3)
         sq, sqa = math.sqrt(q_obs), math.sqrt(q_a)
         clsb, clb, cls = asymptotic_pvalues(sq, sqa, self.test_stat)
-        mu_hat = self.observed_fits().mu_hat
+        common = dict(mu_test=mu, test_stat=self.test_stat, q_obs=q_obs, q_asimov=q_a, mu_hat=obs.mu_hat,
+                      clsb=clsb, clb=clb, converged=not failed, failed_fits=failed)
         if self.test_stat == "q0":
-            return HypotestResult._build(
-                mu_test=mu, test_stat="q0", q_obs=q_obs, q_asimov=q_a, mu_hat=mu_hat,
-                p0=clsb, significance=sq,
-                p0_expected=_phi(-sqa), significance_expected=sqa,
-                clsb=clsb, clb=clb,
-            )
-        return HypotestResult._build(
-            mu_test=mu, test_stat=self.test_stat, q_obs=q_obs, q_asimov=q_a, mu_hat=mu_hat,
-            cls=cls, clsb=clsb, clb=clb, cls_expected=expected_cls(sqa),
-        )
+            return HypotestResult._build(**common, p0=clsb, significance=sq,
+                                         p0_expected=_phi(-sqa), significance_expected=sqa)
+        return HypotestResult._build(**common, cls=cls, cls_expected=expected_cls(sqa))
 
 
 def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str | None = None,

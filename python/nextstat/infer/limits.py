@@ -2,35 +2,76 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import hesse
 from nextstat.infer.hypotest import AsymptoticCalculator
 from nextstat.model import Model
 from nextstat.results import UpperLimitResult
 
+#: the POI's upper bound is doubled at most this many times while the CLs curves stay above
+#: alpha at the bound (root mode, default ``mu_range``)
+MAX_WIDENINGS = 8
+#: bracket steps (doublings from the POI's Hesse error) at most, per POI range
+_MAX_BRACKET_STEPS = 64
+_CURVES = ("observed", "expected -2 sigma", "expected -1 sigma", "expected median", "expected +1 sigma",
+           "expected +2 sigma")
 
-def _cls_curves(calc: AsymptoticCalculator, mu_values: np.ndarray, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+
+def _cls_curves(calc: AsymptoticCalculator, mu_values: np.ndarray, progress: bool) -> tuple[np.ndarray, np.ndarray, bool]:
     from tqdm.auto import tqdm
 
     obs = np.empty(len(mu_values))
     exp = np.empty((len(mu_values), 5))
-    for i, mu in enumerate(tqdm(mu_values, desc="CLs scan", disable=not progress, leave=False)):
-        r = calc.hypotest(float(mu))
-        obs[i] = r.cls
-        exp[i] = r.cls_expected
-    return obs, exp
+    converged = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # one warning for the whole limit
+        for i, mu in enumerate(tqdm(mu_values, desc="CLs scan", disable=not progress, leave=False)):
+            r = calc.hypotest(float(mu))
+            obs[i] = r.cls
+            exp[i] = r.cls_expected
+            converged &= r.converged
+    return obs, exp, converged
 
 
-def _crossing(level: float, mu: np.ndarray, cls: np.ndarray) -> float:
-    """First mu where a CLs curve falls through ``level`` (linear interpolation, as pyhf)."""
+def _crossing(level: float, mu: np.ndarray, cls: np.ndarray) -> tuple[float, int]:
+    """First mu where a CLs curve falls through ``level`` (linear interpolation, as pyhf), and
+    where it lies: 0 inside the grid, +1 beyond its end (the end returned), -1 before its start
+    (the start returned)."""
     below = np.flatnonzero(cls < level)
-    if below.size == 0 or below[0] == 0:
-        return float("nan") if below.size == 0 else float(mu[0])
+    if below.size == 0:
+        return float(mu[-1]), 1
     i = below[0]
-    return float(np.interp(level, [cls[i], cls[i - 1]], [mu[i], mu[i - 1]]))
+    if i == 0:
+        return float(mu[0]), -1
+    return float(np.interp(level, [cls[i], cls[i - 1]], [mu[i], mu[i - 1]])), 0
+
+
+def _result(observed: float, expected: np.ndarray, alpha: float, mus: np.ndarray, obs: np.ndarray,
+            exp: np.ndarray, method: str, where: np.ndarray, converged: bool, poi_bound: float,
+            poi_name: str) -> UpperLimitResult:
+    """The result with its flags and one message (and warning) for what is not a plain limit."""
+    limits = np.r_[observed, expected]
+    beyond = (where == 0) & (limits > poi_bound)
+    notes = []
+    for k in np.flatnonzero(where != 0):
+        side = "above the largest" if where[k] > 0 else "below the smallest"
+        notes.append(f"{_CURVES[k]}: CLs crosses {alpha:g} {side} {poi_name} tested ({limits[k]:.4g}), "
+                     "which is reported instead (extend the scan or mu_range)")
+    if beyond.any():
+        notes.append(f"{', '.join(_CURVES[k] for k in np.flatnonzero(beyond))}: the limit lies above the POI's "
+                     f"upper bound {poi_bound:g} (found with the bound widened)")
+    if not converged:
+        notes.append("some fits of the CLs evaluations did not converge")
+    message = "; ".join(notes) if notes else "ok"
+    if notes:
+        warnings.warn(f"upper_limit: {message}", ConvergenceWarning if not converged else UserWarning, stacklevel=3)
+    return UpperLimitResult(observed, expected, alpha, mus, obs, exp, method=method, found=where == 0,
+                            beyond_bound=beyond, poi_bound=poi_bound, converged=converged, message=message)
 
 
 def upper_limit(model: Model, *, alpha: float = 0.05, data: Any = None, scan: Any = None,
@@ -41,65 +82,116 @@ def upper_limit(model: Model, *, alpha: float = 0.05, data: Any = None, scan: An
 
     Root mode (``scan=None``): Brent's method finds CLs(mu) = alpha for the observed and each of
     the five expected curves to relative tolerance ``rtol``, inside ``mu_range`` (default: the
-    POI's bounds, starting from a bracket grown from the POI's Hesse error). Scan mode (``scan``
-    = array of mu values): CLs is evaluated on the grid and the limits interpolated linearly,
-    as pyhf's ``upper_limit(..., scan=...)``; the curves are returned for a Brazil plot.
+    POI's bounds), on a bracket grown from the POI's Hesse error (at most 64 doublings). With
+    the default range, where a curve is still above alpha at the POI's upper bound the bound is
+    doubled (at most :data:`MAX_WIDENINGS` times) and the fits redone: such a limit is finite
+    and flagged in ``beyond_bound``. Scan mode (``scan`` = array of mu values): CLs is evaluated
+    on the grid and the limits interpolated linearly, as pyhf's ``upper_limit(..., scan=...)``;
+    the curves are returned for a Brazil plot. A crossing that is not bracketed (the grid, or the
+    widened range, does not reach it) is flagged in ``found`` (the nearest end is reported) —
+    pyhf 0.7.6 silently returns the grid end there. Every case that is not a plain limit is
+    described in ``message`` and warned about.
 
-    Fits independent of mu (free fits, Asimov data) are done once; each mu costs two
-    conditional fits warm-started from the free fits.
+    Fits independent of mu (free fits, Asimov data) are done once per POI range; each mu costs
+    two conditional fits warm-started from the free fits.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: expected a value in (0, 1), got {alpha!r}")
+    if not 0.0 < rtol < 1.0:
+        raise ValueError(f"rtol: expected a value in (0, 1), got {rtol!r}")
     calc = AsymptoticCalculator(model, data=data, test_stat=test_stat, init_pars=init_pars,
                                 par_bounds=par_bounds, fixed_params=fixed_params)
+    poi = model.poi_index
+    poi_bound = float(calc.bounds[poi, 1])
     if scan is not None:
         mu_values = np.asarray(scan, dtype=float)
-        if mu_values.ndim != 1 or mu_values.size < 2 or np.any(np.diff(mu_values) <= 0):
-            raise ValueError("scan: expected an increasing 1-D array of at least 2 POI values")
-        obs, exp = _cls_curves(calc, mu_values, progress)
-        observed = _crossing(alpha, mu_values, obs)
-        expected = np.array([_crossing(alpha, mu_values, exp[:, i]) for i in range(5)])
-        return UpperLimitResult(observed, expected, alpha, mu_values, obs, exp, method="scan")
+        if mu_values.ndim != 1 or mu_values.size < 2 or np.any(np.diff(mu_values) <= 0) \
+                or not np.all(np.isfinite(mu_values)):
+            raise ValueError("scan: expected an increasing 1-D array of at least 2 finite POI values")
+        obs, exp, converged = _cls_curves(calc, mu_values, progress)
+        found = [_crossing(alpha, mu_values, obs)] + [_crossing(alpha, mu_values, exp[:, i]) for i in range(5)]
+        return _result(found[0][0], np.array([f[0] for f in found[1:]]), alpha, mu_values, obs, exp, "scan",
+                       np.array([f[1] for f in found]), converged, poi_bound, model.poi_name)
 
-    lo_b, hi_b = (calc.bounds[model.poi_index] if mu_range is None else mu_range)
-    lo_b = max(float(lo_b), 0.0)
-    seen: dict[float, tuple[float, np.ndarray]] = {}
+    if mu_range is not None:
+        lo_b, hi_b = (float(x) for x in mu_range)
+        if not (np.isfinite(lo_b) and np.isfinite(hi_b) and lo_b < hi_b):
+            raise ValueError(f"mu_range: expected finite (low, high) with low < high, got {mu_range!r}")
+    else:
+        lo_b, hi_b = float(calc.bounds[poi, 0]), poi_bound
+    lo_b = max(lo_b, 0.0)
+    if not lo_b < hi_b:
+        raise ValueError(f"mu_range: the POI range [{lo_b:g}, {hi_b:g}] has no positive part to set a limit in")
+    from scipy.optimize import brentq  # imported here: scipy.optimize adds ~0.5 s to `import nextstat`
 
-    def cls_at(mu: float) -> tuple[float, np.ndarray]:
-        if mu not in seen:
-            r = calc.hypotest(mu)
-            seen[mu] = (r.cls, r.cls_expected)
-        return seen[mu]
+    for widening in range(MAX_WIDENINGS + 1):
+        seen, grid, converged = _bracket(calc, model, alpha, lo_b, hi_b)
+        done = all(seen[grid[-1]][k] < alpha for k in range(6))
+        if done or mu_range is not None or widening == MAX_WIDENINGS:
+            break
+        # a curve is above alpha at the bound: widen it and redo the fits there
+        hi_b = 2.0 * hi_b
+        bounds = calc.bounds.copy()
+        bounds[poi, 1] = hi_b
+        calc = AsymptoticCalculator(model, data=data, test_stat=test_stat, init_pars=init_pars,
+                                    par_bounds=bounds, fixed_params=fixed_params)
 
-    # grow a bracket upward from the POI's Hesse error; CLs = 1 at mu = 0 for q~.
+    def solve(k: int) -> tuple[float, int]:
+        vals = [seen[m][k] - alpha for m in grid]
+        if vals[0] < 0:
+            return grid[0], -1
+        for a, b, fa, fb in zip(grid[:-1], grid[1:], vals[:-1], vals[1:]):
+            if fa >= 0 > fb:
+                return float(brentq(lambda m: cls_at(m)[k] - alpha, a, b, rtol=rtol, xtol=1e-12, maxiter=200)), 0
+        return grid[-1], 1
+
+    def cls_at(m: float) -> np.ndarray:
+        nonlocal converged
+        if m not in seen:
+            seen[m], ok = _evaluate(calc, m)
+            converged &= ok
+        return seen[m]
+
+    found = [solve(k) for k in range(6)]
+    mus = np.array(sorted(seen))
+    curves = np.array([seen[m] for m in mus])
+    return _result(found[0][0], np.array([f[0] for f in found[1:]]), alpha, mus, curves[:, 0], curves[:, 1:],
+                   "root", np.array([f[1] for f in found]), converged, poi_bound, model.poi_name)
+
+
+def _evaluate(calc: AsymptoticCalculator, mu: float) -> tuple[np.ndarray, bool]:
+    """(observed CLs followed by the expected band, shape (6,); converged) at ``mu``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # one warning for the whole limit
+        r = calc.hypotest(mu)
+    return np.r_[r.cls, r.cls_expected], r.converged
+
+
+def _bracket(calc: AsymptoticCalculator, model: Model, alpha: float, lo_b: float,
+             hi_b: float) -> tuple[dict[float, np.ndarray], list[float], bool]:
+    """CLs values (:func:`_evaluate`) on a grid from ``lo_b`` growing upward by doubling from
+    the POI's Hesse error until every curve is below ``alpha`` or ``hi_b`` is reached (at most
+    ``_MAX_BRACKET_STEPS`` points). CLs = 1 at mu = 0 for q and q~ (no fit needed there)."""
+    seen: dict[float, np.ndarray] = {}
+    converged = True
+    if lo_b == 0.0:
+        seen[lo_b] = np.ones(6)
+    else:
+        seen[lo_b], converged = _evaluate(calc, lo_b)
+    grid = [lo_b]
     free = calc.observed_fits().free
     cov, _ = hesse(model, free.bestfit, calc.data, calc.fixed)
     sigma = float(np.sqrt(max(cov[model.poi_index, model.poi_index], 0.0)))
-    scale = sigma if np.isfinite(sigma) and sigma > 0 else 0.1 * max(hi_b - lo_b, 1.0)
-    grid = [lo_b]
-    seen[lo_b] = (1.0, np.ones(5))
+    scale = sigma if np.isfinite(sigma) and sigma > 1e-9 * (hi_b - lo_b) else 0.1 * (hi_b - lo_b)
     mu = max(calc.observed_fits().mu_hat, lo_b) + scale
-    while True:
-        grid.append(min(mu, hi_b))
-        c, e = cls_at(grid[-1])
-        if (c < alpha and np.all(e < alpha)) or grid[-1] >= hi_b:
+    for _ in range(_MAX_BRACKET_STEPS):
+        m = min(mu, hi_b)
+        if m <= grid[-1]:
+            break
+        grid.append(m)
+        seen[m], ok = _evaluate(calc, m)
+        converged &= ok
+        if np.all(seen[m] < alpha) or m >= hi_b:
             break
         mu *= 2.0
-
-    def solve(index: int | None) -> float:
-        def f(m: float) -> float:
-            c, e = cls_at(m)
-            return (c if index is None else e[index]) - alpha
-        vals = [f(m) for m in grid]
-        for a, b, fa, fb in zip(grid[:-1], grid[1:], vals[:-1], vals[1:]):
-            if fa >= 0 > fb:
-                return float(brentq(f, a, b, rtol=rtol, xtol=1e-12))
-        return float("nan")
-
-    from scipy.optimize import brentq  # imported here: scipy.optimize adds ~0.5 s to `import nextstat`
-
-    observed = solve(None)
-    expected = np.array([solve(i) for i in range(5)])
-    mus = np.array(sorted(seen))
-    return UpperLimitResult(observed, expected, alpha, mus, np.array([seen[m][0] for m in mus]),
-                            np.array([seen[m][1] for m in mus]), method="root")
+    return seen, grid, converged

@@ -14,13 +14,15 @@ import json
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from nextstat import workspace as wsmod
-from nextstat.infer.hypotest import AsymptoticCalculator, asymptotic_pvalues, expected_cls
+from nextstat.errors import ConvergenceWarning
+from nextstat.infer.hypotest import AsymptoticCalculator
 from nextstat.model import from_pyhf
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,20 +65,13 @@ def hypotest_patch(background: Mapping[str, Any], patch: Sequence[Mapping[str, A
     """
     model = from_pyhf(background, patches=[patch])
     calc = AsymptoticCalculator(model, test_stat=test_stat)
-    # The same fits, in the same order and from the same starting points, as calc.hypotest(mu);
-    # done step by step here to keep each FitResult's convergence flag.
-    observed = calc.observed_fits()
-    q_obs, cond_obs = calc._q(mu, observed, calc.data)
-    asimov = calc.asimov_fits()
-    q_asimov, cond_asimov = calc._q(mu, asimov, calc.asimov_data())
-    generating = calc.generating_fit()
-    _, _, cls = asymptotic_pvalues(math.sqrt(q_obs), math.sqrt(q_asimov), test_stat)
-    band = expected_cls(math.sqrt(q_asimov))
-    row: dict[str, float | bool] = {"cls_obs": float(cls)}
-    row.update({name: float(v) for name, v in zip(COLUMNS[1:6], band, strict=True)})
-    row["mu_hat"] = float(observed.mu_hat)
-    row["converged"] = bool(all(f.converged for f in (observed.free, cond_obs, generating,
-                                                      asimov.free, cond_asimov)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the row carries it
+        h = calc.hypotest(mu)
+    row: dict[str, float | bool] = {"cls_obs": float(h.cls)}
+    row.update({name: float(v) for name, v in zip(COLUMNS[1:6], h.cls_expected, strict=True)})
+    row["mu_hat"] = float(h.mu_hat)
+    row["converged"] = bool(h.converged)
     return row
 
 

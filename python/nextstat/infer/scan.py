@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.model import Model
 from nextstat.results import ProfileScanResult
@@ -30,6 +32,10 @@ def profile_scan(model: Model, mu_values: Any, *, data: Any = None, init_pars: A
         raise ValueError("model: a POI is required for a profile scan")
     fixed = _fixed_mask(model, fixed_params)
     bounds = _bounds(model, par_bounds)
+    lo, hi = bounds[model.poi_index]
+    if not np.all(np.isfinite(mus) & (mus >= lo) & (mus <= hi)):
+        raise ValueError(f"mu_values: expected finite values within the bounds [{lo:g}, {hi:g}] of the POI "
+                         f"{model.poi_name!r}, got {mus[~(np.isfinite(mus) & (mus >= lo) & (mus <= hi))][0]!r}")
     free = fit(model, data=data, init_pars=init_pars, fixed_params=fixed, par_bounds=bounds, hesse=False)
     fixed_c = fixed.copy()
     fixed_c[model.poi_index] = True
@@ -42,6 +48,11 @@ def profile_scan(model: Model, mu_values: Any, *, data: Any = None, init_pars: A
         r = fit(model, data=data, init_pars=start, fixed_params=fixed_c, par_bounds=bounds, hesse=False)
         nll[i], best[i], conv[i] = r.nll, r.bestfit, r.converged
         start = r.bestfit.copy()
+    if not (free.converged and conv.all()):
+        bad = mus[~conv]
+        warnings.warn(f"profile_scan: {'the free fit and ' if not free.converged else ''}{bad.size} conditional "
+                      f"fits did not converge{' (at ' + ', '.join(f'{m:g}' for m in bad[:5]) + ')' if bad.size else ''}; "
+                      "see ProfileScanResult.converged", ConvergenceWarning, stacklevel=2)
     nll_min = min(free.nll, float(nll.min()))
     return ProfileScanResult(mus, nll, 2.0 * (nll - nll_min), float(free.mu), nll_min, best, conv,
-                             poi_name=model.poi_name)
+                             poi_name=model.poi_name, free_converged=free.converged)

@@ -63,6 +63,7 @@ from scipy.special import ndtri
 from tqdm.auto import tqdm
 
 from nextstat.engine import numba_core as core
+from nextstat.errors import ConvergenceWarning
 from nextstat.infer import test_statistics as ts
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.model import Model
@@ -93,15 +94,21 @@ _THREADS_MIN_FIT_S = 1e-3
 # ------------------------------------------------------------------------------------------
 
 
+#: the largest rate numpy's Poisson sampler accepts (``numpy/random/_common.pyx``: int64 max
+#: minus 10 sqrt of it); larger expected rates are refused before sampling
+POISSON_LAM_MAX = float(np.iinfo(np.int64).max - np.sqrt(np.iinfo(np.int64).max) * 10)
+
+
 class _ToySampler:
     """Draws toys of ``model`` at ``pars``; rows ``[start, stop)`` of an endless sequence."""
 
     def __init__(self, model: Model, pars: np.ndarray, seed: int, stream: int):
         lam = model.expected_main(pars)
-        bad = np.flatnonzero(~np.isfinite(lam) | (lam < 0))
+        bad = np.flatnonzero(~np.isfinite(lam) | (lam < 0) | (lam > POISSON_LAM_MAX))
         if bad.size:
-            raise ValueError(f"pars: the expected rate of main bin {int(bad[0])} is {lam[bad[0]]!r}; "
-                             f"toys need finite rates >= 0")
+            raise ValueError(f"pars: the expected rate of main bin {int(bad[0])} at the parameters the toys are "
+                             f"generated at is {float(lam[bad[0]])!r}; toys need "
+                             f"finite rates in [0, {POISSON_LAM_MAX:.6g}] (numpy's Poisson sampler's limit)")
         par, kind, sigma, tau = model.aux_arrays
         gauss = kind == core.AUX_GAUSS
         self.nb = model.n_bins
@@ -112,8 +119,9 @@ class _ToySampler:
         self.g_scale = sigma[gauss]
         self.p_col = model.n_bins + np.flatnonzero(~gauss)
         self.p_rate = pars[par[~gauss]] * tau[~gauss]
-        if np.any(~np.isfinite(self.p_rate) | (self.p_rate < 0)):
-            raise ValueError("pars: a Poisson (shapesys) constraint has a negative or non-finite rate tau * gamma")
+        if np.any(~np.isfinite(self.p_rate) | (self.p_rate < 0) | (self.p_rate > POISSON_LAM_MAX)):
+            raise ValueError("pars: a Poisson (shapesys) constraint rate tau * gamma is negative, not finite or "
+                             f"above {POISSON_LAM_MAX:.6g} (numpy's Poisson sampler's limit)")
         self.seed = seed
         self.stream = stream
         self._cache: tuple[int, np.ndarray] | None = None
@@ -492,6 +500,10 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
             bestfit[a:b], nll[a:b], converged[a:b], n_iter[a:b] = th, f, c, it
             if toy_data is not None:
                 toy_data[a:b] = d
+    converged &= np.isfinite(nll) & np.all(np.isfinite(bestfit), axis=1)  # never converged with inf/NaN
+    if not converged.all():
+        warnings.warn(f"fit_toys: {int(np.count_nonzero(~converged))} of {n} toy fits did not converge "
+                      "(ToyFitResults.converged)", ConvergenceWarning, stacklevel=2)
     return ToyFitResults(
         bestfit=bestfit, nll=nll, converged=converged, parameter_names=tuple(model.parameter_names),
         seed=seed, device=fitter.device, time_s=time.perf_counter() - t0, toy_data=toy_data, n_iter=n_iter,
@@ -696,6 +708,14 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
     if test_stat not in ts.TEST_STATS:
         raise ValueError(f"test_stat: expected one of {ts.TEST_STATS}, got {test_stat!r}")
     mu = float(mu)
+    if test_stat == "q0" and mu != 0.0:
+        warnings.warn(f"hypotest_toys: the q0 test statistic tests mu = 0 (discovery); mu = {mu!r} is ignored",
+                      UserWarning, stacklevel=2)
+        mu = 0.0
+    lo_poi, hi_poi = (model.suggested_bounds() if par_bounds is None else _bounds(model, par_bounds))[model.poi_index]
+    if not (math.isfinite(mu) and lo_poi <= mu <= hi_poi):
+        raise ValueError(f"mu: expected a finite value within the bounds [{lo_poi:g}, {hi_poi:g}] of the POI "
+                         f"{model.poi_name!r}, got {mu!r}")
     n_sb = _n_toys(n_toys if n_toys_sb is None else n_toys_sb, "n_toys_sb")
     n_b = _n_toys(n_toys if n_toys_b is None else n_toys_b, "n_toys_b")
     seed = _seed(seed)
@@ -708,35 +728,43 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
     d = _toy_distributions(model, mu, obs, n_sb, n_b, seed, dev, test_stat, init, fixed, bounds,
                            progress=progress, chunk_size=chunk_size, n_threads=n_threads, maxiter=maxiter, tol=tol)
     if not d.observed_converged:
-        warnings.warn("hypotest_toys: a fit to the observed data did not converge", RuntimeWarning, stacklevel=2)
+        warnings.warn("hypotest_toys: a fit to the observed data did not converge (HypotestResult.converged is False)",
+                      ConvergenceWarning, stacklevel=2)
     q_obs, mu_hat, q_sb, ok_sb, q_b, ok_b = d.q_obs, d.mu_hat, d.q_sb, d.ok_sb, d.q_b, d.ok_b
+    if not (math.isfinite(q_obs) and math.isfinite(mu_hat)):
+        raise ValueError(f"hypotest_toys: the observed test statistic at {model.poi_name} = {mu:g} is not finite: the "
+                         "hypothesis predicts no events in a bin with observed events, or the yields overflow")
     n_failed = int(np.count_nonzero(~ok_sb) + np.count_nonzero(~ok_b))
     q_sb, q_b = q_sb[ok_sb], q_b[ok_b]
     if q_sb.size == 0 or q_b.size == 0:
-        raise RuntimeError(f"hypotest_toys: the fits of every {'signal+background' if q_sb.size == 0 else 'background-only'} "
-                           f"toy failed; check the model or raise maxiter")
+        raise ValueError(f"hypotest_toys: the fits of every {'signal+background' if q_sb.size == 0 else 'background-only'} "
+                         f"toy failed to converge; check the model or raise maxiter")
     if n_failed:
         warnings.warn(f"hypotest_toys: {n_failed} of {n_sb + n_b} toys had a fit that did not converge; "
-                      f"they are excluded from the p-values (HypotestResult.n_failed_toys)", RuntimeWarning, stacklevel=2)
+                      f"they are excluded from the p-values (HypotestResult.n_failed_toys)", ConvergenceWarning, stacklevel=2)
+    failed_fits = (("observed",) if not d.observed_converged else ()) + (("toys",) if n_failed else ())
     clsb_a, clb_a = toy_pvalues(q_sb, q_b, q_obs)
     clsb, clb = float(clsb_a), float(clb_a)
     clsb_err = _binomial_error(clsb, q_sb.size)
     clb_err = _binomial_error(clb, q_b.size)
     common = dict(mu_test=mu, test_stat=test_stat, q_obs=float(q_obs), mu_hat=mu_hat, calculator="toybased",
                   clsb=clsb, clb=clb, clsb_error=clsb_err, clb_error=clb_err,
-                  n_toys=(int(q_sb.size), int(q_b.size)), n_failed_toys=n_failed)
+                  n_toys=(int(q_sb.size), int(q_b.size)), n_failed_toys=n_failed,
+                  converged=not failed_fits, failed_fits=failed_fits)
     if test_stat == "q0":
+        if clsb == 0.0:
+            raise ValueError(f"hypotest_toys: no signal+background toy of {q_sb.size} reaches q_obs = {q_obs:.4g}: "
+                             f"p0 < {1.0 / q_sb.size:.2g} cannot be resolved; generate more toys")
         p0_exp = None
         if return_expected:
             p0_exp = float(expected_band(q_sb, q_b)[0][2])
         return HypotestResult(**common, p0=clsb, significance=float(-ndtri(clsb)),
-                              p0_expected=p0_exp, significance_expected=None if p0_exp is None else float(-ndtri(p0_exp)))
-    if clb > 0:
-        cls = clsb / clb
-        cls_err = cls * math.hypot(clsb_err / clsb, clb_err / clb) if clsb > 0 else 0.0
-    else:
-        cls, cls_err = math.nan, math.nan
-        warnings.warn(f"hypotest_toys: no background-only toy reaches q_obs = {q_obs:.4g} (CLb = 0): CLs is undefined; "
-                      f"generate more toys", RuntimeWarning, stacklevel=2)
+                              p0_expected=p0_exp,
+                              significance_expected=float(-ndtri(p0_exp)) if p0_exp else None)
+    if clb == 0.0:
+        raise ValueError(f"hypotest_toys: no background-only toy of {q_b.size} reaches q_obs = {q_obs:.4g} (CLb = 0): "
+                         "CLs is undefined; generate more toys")
+    cls = clsb / clb
+    cls_err = cls * math.hypot(clsb_err / clsb, clb_err / clb) if clsb > 0 else 0.0
     band = expected_band(q_sb, q_b)[2] if return_expected else None
     return HypotestResult(**common, cls=cls, cls_error=cls_err, cls_expected=band)

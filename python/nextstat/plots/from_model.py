@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 import numpy as np
@@ -96,9 +98,14 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
         lo = max(float(lo_b), 0.0)
         _, hi = _poi_range(model, result, 0.0, 5.0)
         hi = max(hi, lo + 1e-3 * (hi_b - lo_b))
-        limit = upper_limit(model, data=data, scan=np.linspace(lo, hi, N_SCAN))
-        if not np.all(np.isfinite(np.r_[limit.observed, limit.expected])) and hi < hi_b:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            limit = upper_limit(model, data=data, scan=np.linspace(lo, hi, N_SCAN))
+        if not np.all(limit.found) and hi < hi_b:  # the grid did not reach a crossing: widen it once
             limit = upper_limit(model, data=data, scan=np.linspace(lo, min(hi_b, lo + 2 * (hi - lo)), N_SCAN))
+        else:
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return plot_brazil(limit, poi_label=model.poi_name)
     # yields
     by_sample = model.expected_by_sample(result.bestfit)

@@ -361,13 +361,17 @@ class ProfiledSession:
         """
         backend = backend or self.fit_backend
         single = h.ndim == 1 or h.shape[0] == 1
-        if stat == _STAT_CLS_OBS:
-            if backend == "numba" and single:
-                return self._evaluate_cls_numba(samples, h, mu_test)
-            return self._evaluate_cls_torch(samples, h if h.ndim == 2 else h.unsqueeze(0), mu_test)
-        if backend == "numba" and single:
-            return self._evaluate_numba(samples, h, stat, mu_test)
-        return self._evaluate_torch(samples, h if h.ndim == 2 else h.unsqueeze(0), stat, mu_test)
+        hb = h if h.ndim == 2 else h.unsqueeze(0)
+        # float64 overflow for huge yields surfaces as a non-finite result, refused below
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if stat == _STAT_CLS_OBS:
+                out = (self._evaluate_cls_numba(samples, h, mu_test) if backend == "numba" and single
+                       else self._evaluate_cls_torch(samples, hb, mu_test))
+            elif backend == "numba" and single:
+                out = self._evaluate_numba(samples, h, stat, mu_test)
+            else:
+                out = self._evaluate_torch(samples, hb, stat, mu_test)
+        return _require_finite_result(*out)
 
     def _numba_plan(self, samples, stat, mu_test):
         key = (samples, stat, mu_test)
@@ -654,7 +658,27 @@ class ProfiledSession:
             raise ValueError(f"{where}: expected device {self.device} (the session's), got {t.device}")
         if t.ndim not in (1, 2) or t.shape[-1] != size:
             raise ValueError(f"{where}: expected shape [{size}] or [B, {size}], got {list(t.shape)}")
+        _require_yields(where, t)
         return t
+
+
+def _require_yields(where: str, t: torch.Tensor) -> None:
+    """Refuse histogram values that are not yields: NaN, inf or < 0 (one device sync)."""
+    d = t.detach()
+    ok = (d >= 0) & (d < math.inf)  # False for NaN
+    if not bool(ok.all()):
+        idx = tuple(int(i) for i in torch.nonzero(~ok)[0])
+        raise ValueError(f"{where}: expected finite yields >= 0, got {float(d[idx])!r} at index {list(idx)}")
+
+
+def _require_finite_result(q, grad):
+    """``(q, grad)`` of :meth:`ProfiledSession.evaluate`, or ValueError where either is not finite
+    (float64 overflow: yields too large)."""
+    xp = np if isinstance(q, np.ndarray) else torch
+    if not bool(xp.isfinite(q).all() & xp.isfinite(grad).all()):
+        raise ValueError("histogram: the statistic or its gradient is not finite (float64 overflow) for these "
+                         "histograms; their yields are too large")
+    return q, grad
 
 
 def _apply(session: ProfiledSession, histogram, transform: _Transform, stat: int, mu_test: float,
@@ -703,8 +727,9 @@ class SignificanceLoss(nn.Module):
 
     Raises:
         ValueError: invalid arguments (in ``__init__``), or a histogram of the wrong type,
-            dtype, shape or device, with non-finite values, or giving an undefined likelihood
-            (in ``forward``).
+            dtype, shape or device, with values that are not yields (NaN, inf or < 0), giving
+            an undefined likelihood, or so large that the statistic or its gradient overflows
+            float64 (in ``forward``).
     """
 
     def __init__(self, model, signal_sample_name: str = "signal", device: Any = "auto", negate: bool = True,

@@ -398,3 +398,25 @@ def test_99_case_file_under_malloc_perturb():
     err, conv = out.stdout.split()
     assert conv == "True" and float(err) == pytest.approx(r.errors[m.poi_index], rel=1e-12)
     assert float(err) == pytest.approx(0.9660916603861429, rel=1e-9)
+
+
+@needs_cases
+def test_05_code1_kink_fit_converges_at_the_kink_and_hypotest_equals_pyhf():
+    """code1 normsys with hi and lo on the same side of 1: the NLL has a kink at alpha = 0 where
+    the optimum sits; Newton zig-zagged across it until the iteration limit (fit and hypotest
+    unconverged). The kink retry holds alpha at 0, checks both one-sided slopes and converges;
+    the minimum is not above pyhf's (tight tolerance) and CLs equals pyhf's."""
+    pyhf, pm, data = pyhf_model("05")
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
+    _, twice = pyhf.infer.mle.fit(data, pm, return_fitted_val=True)
+    cls, (clsb, clb), band = pyhf.infer.hypotest(1.0, data, pm, test_stat="qtilde", return_tail_probs=True,
+                                                 return_expected_set=True)
+    m = case_model("05")
+    r = nextstat.fit(m)
+    assert r.converged and "kink of eff" in r.message and r.value("eff") == 0.0
+    assert r.nll <= float(twice) / 2 + 1e-10 and np.all(np.isfinite(r.errors)) and r.error("mu") > 0
+    h, caught = quiet(nextstat.hypotest, m, 1.0)
+    assert_hypotest_contract(h, caught)
+    assert h.converged
+    np.testing.assert_allclose([h.cls, h.clsb, h.clb], [cls, clsb, clb], rtol=1e-6)
+    np.testing.assert_allclose(h.cls_expected, np.ravel(band), rtol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,15 @@ def test_init_bad_args(kwargs, match):
 def test_forward_bad_args(scores, weights, match):
     with pytest.raises(ValueError, match=match):
         SoftHistogram(EDGES)(scores, weights)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("which", ["scores", "weights"])
+def test_non_finite_scores_or_weights_are_refused_by_name(bad, which):
+    sh = SoftHistogram(bin_edges=torch.linspace(0, 1, 5), bandwidth=0.1, mode="kde")
+    scores = torch.rand(20, dtype=torch.float64)
+    weights = torch.ones(20, dtype=torch.float64)
+    (scores if which == "scores" else weights)[3] = bad
+    with pytest.raises(ValueError, match=f"{which}: expected finite values"):
+        sh(scores, weights)
+    assert torch.isfinite(sh(torch.rand(20, dtype=torch.float64))).all()

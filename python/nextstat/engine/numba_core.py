@@ -69,7 +69,7 @@ _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 
 FIT_CONVERGED, FIT_MAXITER, FIT_LINESEARCH, FIT_NONFINITE = 0, 1, 2, 3
-# set by the Python layer (never by compiled code): the fit ended on a non-finite number
+# the fit met its convergence criteria on a non-finite NLL, parameter or error
 FIT_NONFINITE_RESULT = 4
 
 # below these sizes plain loops beat a BLAS/LAPACK call (whose fixed cost is ~1 us)
@@ -1087,6 +1087,17 @@ def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=T
 
 @njit(**_JIT)
 def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
+    """:func:`_newton_steps`, whose status becomes ``FIT_NONFINITE_RESULT`` where it converged
+    on a non-finite NLL or parameter (converged never comes with those)."""
+    theta, f, g, it, status, edm, L, dev = _newton_steps(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol,
+                                                        want_L, certify, W)
+    if status == FIT_CONVERGED and not (np.isfinite(f) and np.isfinite(dev) and np.all(np.isfinite(theta))):
+        status = FIT_NONFINITE_RESULT
+    return theta, f, g, it, status, edm, L, dev
+
+
+@njit(**_JIT)
+def _newton_steps(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
     """:func:`newton_fit` in the buffers ``W`` (:func:`_workspace`; the returned gradient is a
     view of them), also returning the Cholesky factor ``L`` of the exact Hessian over all free
     parameters at the returned point ((P, P), lower triangle, C order; fixed parameters masked
@@ -1458,6 +1469,8 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
     err = np.empty(P)
     for i in range(P):
         err[i] = math.sqrt(max(cov[i, i], 0.0))
+        if status == FIT_CONVERGED and not np.isfinite(err[i]):
+            status = FIT_NONFINITE_RESULT
     corr = np.zeros((P, P))
     for i in range(P):
         for j in range(P):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -117,20 +118,35 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
 
     if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
         raise ValueError(f"maxiter: expected a positive integer, got {maxiter!r}")
-    if not (np.isfinite(tol) and tol > 0):
+    if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: expected a finite value > 0, got {tol!r}")
-    out = _checked(run(init, maxiter))
+    out = run(init, maxiter)
     if out[3] != core.FIT_CONVERGED:
         # retries from the alternative starts (at most two more fits); the best fit is kept
         for start in retry_starts(model, init, fixed, lo, hi):
-            alt = _checked(run(start, maxiter))
+            alt = run(start, maxiter)
             if better(alt[3], alt[1], out[3], out[1]):
                 out = alt
             if out[3] == core.FIT_CONVERGED:
                 break
+    kink_note = ""
+    if out[3] != core.FIT_CONVERGED:
+        def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
+            r = core.fit_with_errors(start, d, blo, bhi, fx, *model.packed, maxiter, tol, False)
+            return r[0], r[3], r
+
+        kinked = kink_fit(model, d, out[0], fixed, lo, hi, run_at)
+        if kinked is not None and better(kinked[2][3], kinked[2][1], out[3], out[1]):
+            r, names = kinked[2], kinked[3]
+            cov, posdef = (core.hesse_cov(r[0], d, fixed, model.arrays, model.aux_arrays, np.empty((0, 0)))
+                           if hesse else (np.zeros_like(out[5]), True))
+            err, corr = _errors(cov)
+            out = (r[0], r[1], r[2], r[3], r[4], cov, err, corr, posdef, fixed.copy(),
+                   ~fixed & ((r[0] <= lo) | (r[0] >= hi)))
+            kink_note = f"; at the interpolation kink of {', '.join(names)} (alpha = 0, one-sided optimum)"
     theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = out
     converged = status == core.FIT_CONVERGED
-    message = _MESSAGES[status]
+    message = _MESSAGES[status] + kink_note
     if converged and hesse and not posdef:
         flat = [model._names[i] for i in np.flatnonzero(~fixed & (err == 0.0))]
         message = "converged; the Hessian is not positive definite (covariance approximated)"
@@ -146,14 +162,62 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
     )
 
 
-def _checked(out: tuple) -> tuple:
-    """A compiled fit's outputs with ``status`` downgraded to ``FIT_NONFINITE_RESULT`` where a
-    converged fit ended on a non-finite NLL, parameter or error (converged is never reported
-    with those)."""
-    if out[3] == core.FIT_CONVERGED and not (np.isfinite(out[1]) and np.all(np.isfinite(out[0]))
-                                             and np.all(np.isfinite(out[6]))):
-        return (*out[:3], core.FIT_NONFINITE_RESULT, *out[4:])
-    return out
+def _errors(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(errors, correlation) from a covariance (P, P), as the compiled fit builds them."""
+    err = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    den = np.outer(err, err)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where((den > 0) & np.isfinite(den), cov / den, 0.0)
+    np.fill_diagonal(corr, 1.0)
+    return err, corr
+
+
+def kink_parameters(model: Model) -> np.ndarray:
+    """Indices of the parameters whose interpolation has a kink at 0: normsys code1 (hi^alpha
+    and lo^-alpha meet with different slopes) and histosys code0 (piecewise linear)."""
+    A = model.arrays
+    return np.unique(np.r_[A[5][A[6] == core.SC_CODE1], A[11][A[12] == core.HS_CODE0]]).astype(np.int64)
+
+
+def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
+             hi: np.ndarray, run: Any) -> tuple | None:
+    """The retry for a fit that stalled at an interpolation kink (the one kink policy of fits and
+    hypothesis tests). Newton steps zig-zag across alpha = 0 of a code1 / code0 parameter, where
+    the NLL is not differentiable; so the parameters of :func:`kink_parameters` that ended
+    within 1e-3 of 0 are held at 0 and the others refitted, then each held one is checked for
+    a descent direction on either side (NLL at +-1e-6): where there is none, the point is the
+    optimum (one-sided derivatives of opposite signs); where there is, the fit is redone with
+    that parameter restricted to that side (a smooth problem).
+
+    ``run(start, fixed, lo, hi)`` fits and returns ``(theta, status, output)``. Returns
+    ``(theta, status, output, names of the kink parameters)`` or None (no kink to try, or the
+    refit did not converge)."""
+    k = kink_parameters(model)
+    k = k[~fixed[k] & (np.abs(theta[k]) < 1e-3)]
+    if k.size == 0:
+        return None
+    names = [model.parameter_names[i] for i in k]
+    start = theta.copy()
+    start[k] = 0.0
+    held = fixed.copy()
+    held[k] = True
+    th, status, out = run(start, held, lo, hi)
+    if status != core.FIT_CONVERGED:
+        return None
+    f0 = core.nll_dev(th, data, model.arrays, model.aux_arrays)
+    for i in k:
+        for side in (1.0, -1.0):
+            trial = th.copy()
+            trial[i] = min(max(side * 1e-6, lo[i]), hi[i])
+            if core.nll_dev(trial, data, model.arrays, model.aux_arrays) < f0 - 1e-12 * max(1.0, abs(f0)):
+                blo, bhi = lo.copy(), hi.copy()
+                if side > 0:
+                    blo[i] = max(lo[i], 0.0)
+                else:
+                    bhi[i] = min(hi[i], 0.0)
+                th, status, out = run(trial, fixed, blo, bhi)
+                return (th, status, out, names) if status == core.FIT_CONVERGED else None
+    return th, status, out, names
 
 
 def fixed_poi_fit(model: Model, mu: float, *, data: Any = None, init_pars: Any = None,

@@ -20,7 +20,7 @@ from scipy.special import log_ndtr, ndtr  # noqa: F401 - ndtr: the docstring exa
 from nextstat.engine import numba_core as core
 from nextstat.infer import test_statistics as ts
 from nextstat.errors import ConvergenceWarning
-from nextstat.infer.fit import _bounds, _fixed_mask, better, retry_starts
+from nextstat.infer.fit import _bounds, _fixed_mask, better, kink_fit, retry_starts
 from nextstat.model import Model
 from nextstat.results import HypotestResult
 
@@ -171,7 +171,15 @@ class AsymptoticCalculator:
             if better(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
                 fit = alt
             if fit.converged:
-                break
+                return fit
+
+        def run(s: np.ndarray, fx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
+            f = _Fit(*core.fit_dev(s, data, lo, hi, fx, *self.model.packed, 200, 1e-10))
+            return f.bestfit, f.status, f
+
+        kinked = kink_fit(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run)
+        if kinked is not None and better(kinked[1], kinked[2].nll_dev, fit.status, fit.nll_dev):
+            fit = kinked[2]
         return fit
 
     def observed_fits(self) -> _Fits:

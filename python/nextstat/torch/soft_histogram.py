@@ -152,6 +152,9 @@ class SoftHistogram(nn.Module):
                     f"weights: expected device {scores.device} (same as scores), "
                     f"got {weights.device}"
                 )
+        for name, t in (("scores", scores), ("weights", weights)):
+            if t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: expected finite values, got NaN or inf")
         dtype = torch.promote_types(scores.dtype, weights.dtype)  # floating, as scores is
         scores = scores.to(dtype)
         weights = weights.to(dtype)

@@ -1081,23 +1081,25 @@ def _gn_direction(J, w, dcon, sel, gs, ridge0, M, x):
 @njit(**_JIT)
 def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=True):
     """:func:`_newton_ws` with a new :func:`_workspace`."""
-    return _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify,
-                      _workspace(A, theta0.shape[0]))
+    theta, f, g, it, status, edm, L, dev = _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L,
+                                                     certify, _workspace(A, theta0.shape[0]))
+    return theta, f, g, it, _final_status(status, f, dev, theta), edm, L, dev
+
+
+@njit(**_LEAF)
+def _final_status(status, f, dev, theta):
+    """``status``, or ``FIT_NONFINITE_RESULT`` where a fit converged on a non-finite NLL or
+    parameter (converged never comes with those)."""
+    if status != FIT_CONVERGED:
+        return status
+    ok = math.isfinite(f) and math.isfinite(dev)
+    for i in range(theta.shape[0]):
+        ok = ok and math.isfinite(theta[i])
+    return status if ok else FIT_NONFINITE_RESULT
 
 
 @njit(**_JIT)
 def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
-    """:func:`_newton_steps`, whose status becomes ``FIT_NONFINITE_RESULT`` where it converged
-    on a non-finite NLL or parameter (converged never comes with those)."""
-    theta, f, g, it, status, edm, L, dev = _newton_steps(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol,
-                                                        want_L, certify, W)
-    if status == FIT_CONVERGED and not (np.isfinite(f) and np.isfinite(dev) and np.all(np.isfinite(theta))):
-        status = FIT_NONFINITE_RESULT
-    return theta, f, g, it, status, edm, L, dev
-
-
-@njit(**_JIT)
-def _newton_steps(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
     """:func:`newton_fit` in the buffers ``W`` (:func:`_workspace`; the returned gradient is a
     view of them), also returning the Cholesky factor ``L`` of the exact Hessian over all free
     parameters at the returned point ((P, P), lower triangle, C order; fixed parameters masked
@@ -1544,7 +1546,9 @@ def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W):
 def _conditional(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, maxiter, tol):
     W = _workspace(A, theta_hat.shape[0])
     start = profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W)
-    return _newton_ws(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False, True, W)
+    theta, f, g, it, status, edm, L, dev = _newton_ws(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False,
+                                                     True, W)
+    return theta, f, g, it, _final_status(status, f, dev, theta), edm, L, dev
 
 
 @njit(**_JIT)

@@ -44,7 +44,7 @@ def _phi(x: float) -> float:
 def _log_phi(x: float) -> float:
     """log Phi(x), without underflow far in the lower tail (``scipy.special.log_ndtr`` there)."""
     if x > -30.0:
-        return math.log(_phi(x))
+        return math.log(0.5 * math.erfc(-x * _SQRT_HALF))
     return float(log_ndtr(x))
 
 
@@ -72,9 +72,16 @@ def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[f
     return math.exp(log_clsb), math.exp(log_clb), math.exp(log_clsb - log_clb)
 
 
+_LOG_CLB_BAND = tuple(_log_phi(-n) for n in _BAND)
+
+
 def expected_cls(sqrt_qA: float) -> np.ndarray:
     """Expected CLs band (5,) at the background-only quantiles -2..+2 sigma of the limit."""
-    return np.array([math.exp(_log_phi(-(n + sqrt_qA)) - _log_phi(-n)) for n in _BAND])
+    return np.array([math.exp(_log_phi(-(n + sqrt_qA)) - lb) for n, lb in zip(_BAND, _LOG_CLB_BAND)])
+
+
+#: the fits of an asymptotic test, as named in ``HypotestResult.failed_fits``
+_FIT_NAMES = ("free", "conditional", "generating", "asimov_free", "asimov_conditional")
 
 
 class _Fit(NamedTuple):
@@ -139,6 +146,7 @@ class AsymptoticCalculator:
         self._asimov_data: np.ndarray | None = None
         self._asimov: _Fits | None = None
         self._cond_first: tuple[_Fit, _Fit] | None = None  # conditional fits of _first_fits
+        self._poi_range = (float(self._lo[model.poi_index]), float(self._hi[model.poi_index]))
         self.asimov_mu = 1.0 if test_stat == "q0" else 0.0
 
     def _fit_once(self, data: np.ndarray, init: np.ndarray, mu: float | None, profiled: bool) -> _Fit:
@@ -245,9 +253,8 @@ class AsymptoticCalculator:
         fits = [_Fit(thetas[k], float(st[0]), float(st[1]), int(st[2]), int(st[3]), float(st[4]))
                 for k, st in enumerate(stats)]
         tol = 1e-9 * max(1.0, abs(fits[0].nll_dev), abs(fits[3].nll_dev))
-        if not all(f.converged for f in fits) or fits[1].nll_dev < fits[0].nll_dev - tol \
-                or fits[4].nll_dev < fits[3].nll_dev - tol:
-            return False
+        if stats[:, 2].any() or fits[1].nll_dev < fits[0].nll_dev - tol or fits[4].nll_dev < fits[3].nll_dev - tol:
+            return False  # a fit did not converge (status != FIT_CONVERGED = 0), or a free fit is not global
         poi = model.poi_index
         self._obs = _Fits.of(fits[0], poi)
         self._generating = fits[2]
@@ -267,8 +274,8 @@ class AsymptoticCalculator:
             warnings.warn(f"hypotest: the q0 test statistic tests mu = 0 (discovery); mu = {mu!r} is ignored",
                           UserWarning, stacklevel=4)
             mu = 0.0
-        lo, hi = self.bounds[self.model.poi_index]
-        if not (np.isfinite(mu) and lo <= mu <= hi):
+        lo, hi = self._poi_range
+        if not lo <= mu <= hi:  # False for NaN; the bounds are not NaN
             raise ValueError(f"mu: expected a finite value within the bounds [{lo:g}, {hi:g}] of the POI "
                              f"{self.model.poi_name!r}, got {mu!r}")
         return mu
@@ -286,10 +293,10 @@ class AsymptoticCalculator:
                 f"conditional fit: {'NLL ' + format(cond_obs.nll_dev if which == 'observed' else cond_a.nll_dev, 'g')}): "
                 "the hypothesis predicts no events in a bin with observed events, or the yields overflow "
                 "double precision; the p-values are undefined")
-        named = (("free", obs.free), ("conditional", cond_obs), ("generating", self._generating),
-                 ("asimov_free", asi.free), ("asimov_conditional", cond_a))
-        failed = tuple(name for name, f in named if not f.converged)
-        if failed:
+        failed: tuple[str, ...] = ()
+        if obs.free.status or cond_obs.status or self._generating.status or asi.free.status or cond_a.status:
+            fits = (obs.free, cond_obs, self._generating, asi.free, cond_a)  # FIT_CONVERGED is 0
+            failed = tuple(name for name, f in zip(_FIT_NAMES, fits) if not f.converged)
             warnings.warn(f"hypotest at {self.model.poi_name} = {mu:g}: the fits {', '.join(failed)} did not "
                           "converge (HypotestResult.converged is False)", ConvergenceWarning, stacklevel=3)
         sq, sqa = math.sqrt(q_obs), math.sqrt(q_a)

@@ -49,7 +49,7 @@ def _chance(draw, p: float) -> bool:
         return False
     if p >= 1:
         return True
-    return draw(st.integers(0, 999)) < int(round(p * 1000))
+    return draw(st.integers(0, 999)) >= 1000 - int(round(p * 1000))
 
 
 def _yield(draw, degenerate: float, tags: set) -> float:
@@ -119,7 +119,7 @@ def _uncertainties(draw, nominal: list[float], degenerate: float, tags: set, wha
             tags.add(f"{what}:{kind}")
             out.append({"zero": 0.0, "huge_rel": 20.0 * x, "on_empty": 0.0 if x > 0 else 1.5}[kind])
         else:
-            out.append(float(x * draw(st.floats(0.0, 0.5, allow_nan=False))))
+            out.append(float(x * draw(st.integers(0, 500)) / 1000.0))
     return out
 
 
@@ -244,12 +244,14 @@ def workspaces(draw, degenerate: float | None = None, max_channels: int = 3, max
     lumi_used = "lumi" in used
     if lumi_used:
         cfg = {"name": "lumi", "auxdata": [1.0], "sigmas": [draw(st.sampled_from([0.017, 0.05, 0.1]))]}
-        if draw(st.booleans()):
+        if not _chance(draw, 0.1):  # pyhf needs lumi's bounds and inits; NextStat has defaults
             lo, hi = draw(st.sampled_from([(0.5, 1.5), (0.9, 1.1), (0.0, 10.0)]))
             cfg["bounds"] = [[lo, hi]]
             cfg["inits"] = [draw(st.sampled_from([1.0, lo, hi]))]
             if cfg["inits"][0] in (lo, hi):
                 tags.add("init_at_bound")
+        else:
+            tags.add("lumi_without_bounds")
         if _chance(draw, 0.1):
             cfg["fixed"] = True
             tags.add("fixed")
@@ -283,11 +285,13 @@ def workspaces(draw, degenerate: float | None = None, max_channels: int = 3, max
         elif _chance(draw, 0.3):
             cfg["inits"] = [draw(st.sampled_from([default, 0.5 * default + 0.25]))] * n
         if _chance(draw, 0.3 if name != "mu" else 0.05):
-            cfg["fixed"] = True if n == 1 or draw(st.booleans()) else [bool(i % 2) for i in range(n)]
+            cfg["fixed"] = True  # pyhf's schema: a boolean (NextStat also takes a list)
             tags.add("fixed")
         if types & {"normsys", "histosys"} and _chance(draw, 0.2):
             cfg["auxdata"] = [draw(st.sampled_from([0.0, 0.5, -1.0]))]
-            cfg["sigmas"] = [draw(st.sampled_from([1.0, 0.5, 2.0]))]
+            if _chance(draw, 0.3):  # pyhf 0.7.6 refuses sigmas for normsys / histosys; NextStat takes them
+                cfg["sigmas"] = [draw(st.sampled_from([1.0, 0.5, 2.0]))]
+                tags.add("sigmas_on_normsys")
         params.append(cfg)
     params = list(draw(st.permutations(params)))
 

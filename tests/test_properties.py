@@ -297,7 +297,7 @@ def pyhf_contract(pyhf, ws, modifier_settings, tags) -> None:
     if inside:
         ours_at = model.nll(np.clip(bf, b[:, 0], b[:, 1]))
         tol = 1e-6 * abs(pyhf_nll) + 1e-8
-        assert abs(ours_at - pyhf_nll) <= tol or not np.isfinite(ours_at) and False, (
+        assert abs(ours_at - pyhf_nll) <= tol, (
             f"NLL at pyhf's best fit differs: ours {ours_at!r}, pyhf {pyhf_nll!r}")
     tol = 1e-6 * abs(pyhf_nll) + 1e-8
     assert r.nll <= pyhf_nll + tol, (
@@ -314,5 +314,5 @@ def test_fit_not_above_pyhf(pyhf_scipy, draw):
         return
     try:
         pyhf_contract(pyhf_scipy, ws, modifier_settings, tags)
-    except AssertionError as exc:
+    except Exception as exc:  # noqa: BLE001 - surveying: log every violation
         _log(exc, ws, modifier_settings, tags, "pyhf")

@@ -3,16 +3,38 @@
 ``nextstat fit|hypotest|limit|rank WORKSPACE [--patch P ...]``, ``nextstat plot KIND WORKSPACE -o FILE``
 and ``nextstat demo``. WORKSPACE is a pyhf JSON file (``.json`` or ``.json.gz``) or ``-`` for
 standard input. ``--json`` prints machine-readable output (to ``--output-file`` if given).
+
+Contract at the edges (implemented once, in :class:`NextStatGroup`):
+
+- exit 0: success;
+- exit 2: usage error (bad option value, unknown choice, missing input file, output directory
+  that does not exist or is not writable), reported on one line before anything is computed;
+- exit 1: runtime error (a malformed workspace, a value the library refuses, an unreadable
+  input, or a bug), reported on one line ``Error: ...`` on standard error. ``-v`` / ``--verbose``
+  adds the traceback and shows the ``nextstat`` logger's messages down to DEBUG.
+
+JSON output (``--json``, ``--output-file``) is strict JSON (non-finite numbers become ``null``);
+output files are written through a temporary file in the same directory and ``os.replace``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
 import json
 import logging
+import math
+import os
+import stat
 import sys
+import tempfile
+import traceback
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 
@@ -26,6 +48,345 @@ CITATION = """@software{nextstat,
 
 CONTEXT = dict(help_option_names=["-h", "--help"], show_default=True)
 
+LOGGER_NAME = "nextstat"
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+MAX_MESSAGE = 2000  # characters of an error message shown on its one line
+MAX_SCAN_POINTS = 100_000
+
+_VERBOSE_KEY = "nextstat.verbose"
+_HANDLER_KEY = "nextstat.log_handler"
+
+
+# --------------------------------------------------------------------------- error reporting
+
+def _one_line(message: str) -> str:
+    """``message`` with its whitespace (newlines included) collapsed, cut to MAX_MESSAGE characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one-line message the CLI prints (after ``Error: ``) for an exception from a command.
+
+    Errors of the input or of values the library refuses (``WorkspaceError``, ``ValueError``,
+    ``TypeError``, ``OSError``, ``RecursionError``, ``zlib.error``, ``EOFError``, ``MemoryError``,
+    ``ImportError``) give their own message; anything else is a bug and is reported as
+    ``internal error: <type>: <message> (run with -v for the traceback)``.
+    """
+    text = _one_line(str(exc))
+    if isinstance(exc, RecursionError):
+        return f"input nested too deeply to process ({text or 'maximum recursion depth exceeded'})"
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data ({text})"
+    if isinstance(exc, EOFError):
+        return f"unexpected end of compressed input ({text or 'truncated'})"
+    if isinstance(exc, MemoryError):
+        return "out of memory" + (f" ({text})" if text else "")
+    if isinstance(exc, ImportError):
+        return f"missing dependency: {text}"
+    if isinstance(exc, (ValueError, TypeError, OSError)):
+        return text or type(exc).__name__
+    name = type(exc).__qualname__
+    module = type(exc).__module__
+    if module not in ("builtins", "__main__"):
+        name = f"{module}.{name}"
+    return _one_line(f"internal error: {name}: {text} (run with -v for the traceback)" if text
+                     else f"internal error: {name} (run with -v for the traceback)")
+
+
+class CommandFailed(click.ClickException):
+    """A runtime error of a command: exit status 1, shown as one line ``Error: <message>``."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+def _is_verbose(ctx: click.Context | None) -> bool:
+    return bool(ctx is not None and ctx.meta.get(_VERBOSE_KEY))
+
+
+def _set_verbose(ctx: click.Context, _param: Any, value: bool) -> None:
+    """Callback of ``-v``: record verbosity (shared by the group and its subcommands) and lower
+    the level of the ``nextstat`` logger if its handler is already installed."""
+    if value and not ctx.resilient_parsing:
+        ctx.meta[_VERBOSE_KEY] = True
+        handler = ctx.meta.get(_HANDLER_KEY)
+        if handler is not None:
+            handler.setLevel(logging.DEBUG)
+            logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG)
+
+
+def verbose_option(func: Callable) -> Callable:
+    """``-v/--verbose``: tracebacks on errors, and the ``nextstat`` logger's messages down to DEBUG."""
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_verbose,
+                        help="Show tracebacks on errors and log what NextStat does (DEBUG).")(func)
+
+
+@contextlib.contextmanager
+def _cli_logging(ctx: click.Context) -> Iterator[None]:
+    """Route the ``nextstat`` logger (only it) to standard error for one invocation: WARNING and
+    above, DEBUG with ``-v``. Restores the logger's level, propagation and handlers afterwards."""
+    logger = logging.getLogger(LOGGER_NAME)
+    old_level, old_propagate = logger.level, logger.propagate
+    level = logging.DEBUG if _is_verbose(ctx) else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    ctx.meta[_HANDLER_KEY] = handler
+    try:
+        yield
+    finally:
+        ctx.meta.pop(_HANDLER_KEY, None)
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: one line ``Warning: <Category>: <message>``."""
+    click.echo(f"Warning: {category.__name__}: {_one_line(str(message))}", err=True)
+
+
+class NextStatGroup(click.Group):
+    """Click group implementing the CLI's exit-status contract once for every command.
+
+    Usage errors exit 2 with one line; exceptions from commands exit 1 with one line
+    ``Error: ...`` (see :func:`describe_error`), plus the traceback with ``-v``. Logging of the
+    ``nextstat`` logger and one-line warnings are set up for the duration of the invocation.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand, turning its exceptions into :class:`CommandFailed`."""
+        with _cli_logging(ctx), warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except (click.ClickException, click.exceptions.Exit, click.Abort):
+                raise
+            except OSError as exc:
+                if getattr(exc, "errno", None) == 32:  # EPIPE: click handles a closed pipe quietly
+                    raise
+                self._fail(ctx, exc)
+            except Exception as exc:  # noqa: BLE001 -- the contract: one line, never a traceback
+                self._fail(ctx, exc)
+
+    @staticmethod
+    def _fail(ctx: click.Context, exc: Exception) -> NoReturn:
+        if _is_verbose(ctx):
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        raise CommandFailed(describe_error(exc)) from exc
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """As :meth:`click.Group.main`, but a usage error is reported on one line (exit 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except no_args_help as exc:  # bare `nextstat`: the help text, exit 2 (click's behaviour)
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = ""
+            if exc.ctx is not None and exc.ctx.help_option_names:
+                hint = f" (see '{exc.ctx.command_path} {exc.ctx.help_option_names[0]}')"
+            click.echo(f"Error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+# --------------------------------------------------------------------------- parameter types
+
+class FiniteFloat(click.FloatRange):
+    """A finite float (``nan`` and ``inf`` are usage errors), optionally in a range."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """Convert to float, refusing non-finite values, then check the range."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid float.", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number, got {value!r}.", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
+
+
+class ScanGrid(click.ParamType):
+    """``LO:HI:N``: N (2..MAX_SCAN_POINTS) evenly spaced finite values from LO to HI > LO."""
+
+    name = "LO:HI:N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return the grid as a numpy array."""
+        if not isinstance(value, str):
+            return value
+        try:
+            lo_s, hi_s, n_s = value.split(":")
+            lo, hi, n = float(lo_s), float(hi_s), int(n_s)
+        except ValueError:
+            self.fail(f"expected LO:HI:N, got {value!r}.", param, ctx)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
+            self.fail(f"expected finite LO < HI, got {value!r}.", param, ctx)
+        if not 2 <= n <= MAX_SCAN_POINTS:
+            self.fail(f"expected 2 <= N <= {MAX_SCAN_POINTS}, got {value!r}.", param, ctx)
+        import numpy as np
+
+        return np.linspace(lo, hi, n)
+
+
+def _image_formats() -> dict[str, str]:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return FigureCanvasBase.get_supported_filetypes()
+
+
+class OutputFile(click.ParamType):
+    """A file to write: its directory must exist and be writable, and it must not be a directory.
+
+    Checked while the command line is parsed, so a bad output path is a usage error before any
+    work is done. With ``image=True`` the suffix must name a format matplotlib can write.
+    """
+
+    name = "file"
+
+    def __init__(self, image: bool = False):
+        self.image = image
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """Return the path (as given) after checking that it can be written."""
+        text = os.fspath(value)
+        if not text:
+            self.fail("empty file name.", param, ctx)
+        try:
+            path = Path(text)
+            parent = path.parent
+            if path.is_dir():
+                self.fail(f"{text!r} is a directory.", param, ctx)
+            if not parent.is_dir():
+                what = "is not a directory" if parent.exists() else "does not exist"
+                self.fail(f"directory {str(parent)!r} {what}.", param, ctx)
+            if not os.access(parent, os.W_OK | os.X_OK):
+                self.fail(f"directory {str(parent)!r} is not writable.", param, ctx)
+            if path.exists() and not os.access(path, os.W_OK):
+                self.fail(f"{text!r} is not writable.", param, ctx)
+        except (OSError, ValueError) as exc:  # name too long, NUL byte
+            self.fail(f"cannot write {text!r}: {exc}", param, ctx)
+        if self.image:
+            formats = _image_formats()
+            suffix = path.suffix[1:].lower()
+            if suffix not in formats:
+                self.fail(f"{text!r}: expected a file name ending in one of "
+                          f"{', '.join('.' + f for f in sorted(formats))}.", param, ctx)
+        return text
+
+
+# --------------------------------------------------------------------------- output helpers
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {_json_key(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if hasattr(value, "to_dict"):
+        return _json_safe(value.to_dict())
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
+def _json_key(key: Any) -> str:
+    key = _json_safe(key)
+    return key if isinstance(key, str) else json.dumps(key)
+
+
+def to_strict_json(payload: Any, *, indent: int | None = 2) -> str:
+    """Serialise ``payload`` as strict JSON (RFC 8259).
+
+    NaN and infinities become ``null`` (recursively), numpy scalars and arrays become Python
+    numbers and lists, tuples become lists, and objects with ``to_dict`` are converted with it;
+    anything else raises TypeError. Dict keys become strings.
+    """
+    return json.dumps(_json_safe(payload), indent=indent, allow_nan=False)
+
+
+def _new_file_mode(path: Path) -> int:
+    """Permission bits for ``path``: those of the file it replaces, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s directory; on success move it onto ``path``.
+
+    ``os.replace`` makes the write atomic: readers see the old file or the complete new one.
+    On any failure the temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, _new_file_mode(target))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure to ``path`` atomically, in the format named by its suffix."""
+    fmt = Path(path).suffix[1:].lower()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+
+
+# --------------------------------------------------------------------------- shared options
 
 def _print_citation(ctx: click.Context, _param: Any, value: bool) -> None:
     if value and not ctx.resilient_parsing:
@@ -33,59 +394,99 @@ def _print_citation(ctx: click.Context, _param: Any, value: bool) -> None:
         ctx.exit()
 
 
-@click.group(context_settings=CONTEXT)
-@click.version_option(__version__, "--version")
-@click.option("--cite", is_flag=True, expose_value=False, is_eager=True, callback=_print_citation,
-              help="Print the BibTeX citation and exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
-def main(verbose: bool) -> None:
-    """NextStat: fast binned statistical inference for HistFactory (pyhf JSON) workspaces."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def resolve_progress(flag: bool | None) -> bool:
+    """Whether to show progress bars: ``--progress``/``--no-progress`` if given, else only when
+    standard error is a terminal and ``TQDM_DISABLE`` is unset (or 0/false/no/off)."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    if env not in ("", "0", "false", "no", "off"):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def progress_option(func: Callable) -> Callable:
+    """``--progress/--no-progress`` (passed as ``progress``: True, False or None = automatic)."""
+    return click.option("--progress/--no-progress", "progress", default=None, show_default=False,
+                        help="Show progress bars on standard error [default: only if it is a terminal "
+                             "and TQDM_DISABLE is unset].")(func)
+
+
+def _read_stdin_workspace() -> str:
+    """The workspace text on standard input (gzip-compressed or not)."""
+    from nextstat.errors import WorkspaceError
+
+    stream = click.get_binary_stream("stdin")
+    if stream.isatty():
+        raise click.UsageError("no WORKSPACE given and standard input is a terminal "
+                               "(give a file, or pipe the JSON in)")
+    raw = stream.read()
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8-sig")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise WorkspaceError("", f"cannot read standard input: corrupt gzip data ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise WorkspaceError("", f"cannot read standard input: not UTF-8 text ({exc})") from exc
+    if not text.strip():
+        raise WorkspaceError("", "standard input is empty (expected a JSON workspace)")
+    if not text.lstrip().startswith(("{", "[")):
+        raise WorkspaceError("", "standard input does not hold a JSON workspace")
+    return text
 
 
 def model_options(func: Callable) -> Callable:
-    """Options shared by every command that reads a workspace."""
+    """Options shared by every command that reads a workspace; the command receives ``model``."""
 
-    @click.argument("workspace", type=click.Path(allow_dash=True, dir_okay=False), default="-")
+    @click.argument("workspace", type=click.Path(exists=True, allow_dash=True, dir_okay=False), default="-")
     @click.option("--patch", "patches", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="JSON Patch file applied to the workspace (repeatable, in order).")
     @click.option("--measurement", default=None, help="Measurement name (default: the first).")
+    @verbose_option
     @functools.wraps(func)
     def wrapper(workspace: str, patches: tuple[str, ...], measurement: str | None, **kwargs: Any) -> Any:
-        from nextstat import WorkspaceError, from_pyhf
+        from nextstat import from_pyhf
 
-        source: Any = sys.stdin.read() if workspace == "-" else Path(workspace)
-        try:
-            model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches])
-        except (WorkspaceError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        source: Any = _read_stdin_workspace() if workspace == "-" else Path(workspace)
+        model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches])
         return func(model=model, **kwargs)
 
     return wrapper
 
 
 def output_options(func: Callable) -> Callable:
+    """``--json`` / ``--output-file``: the command returns ``(payload, text)``; this prints the text,
+    or the payload as strict JSON, or writes it atomically to the file."""
+
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
-    @click.option("--output-file", type=click.Path(dir_okay=False, writable=True), default=None,
+    @click.option("--output-file", type=OutputFile(), default=None,
                   help="Write the JSON output to this file (implies --json).")
     @functools.wraps(func)
-    def wrapper(as_json: bool, output_file: str | None, **kwargs: Any) -> Any:
+    def wrapper(as_json: bool, output_file: str | None, **kwargs: Any) -> None:
         payload, text = func(**kwargs)
         if output_file:
-            _write_atomic(Path(output_file), json.dumps(payload, indent=2) + "\n")
+            write_atomic(output_file, to_strict_json(payload) + "\n")
         elif as_json:
-            click.echo(json.dumps(payload, indent=2))
+            click.echo(to_strict_json(payload))
         else:
             click.echo(text)
 
     return wrapper
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file so a failure never leaves a partial output file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+# --------------------------------------------------------------------------- commands
+
+@click.group(cls=NextStatGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version")
+@click.option("--cite", is_flag=True, expose_value=False, is_eager=True, callback=_print_citation,
+              help="Print the BibTeX citation and exit.")
+@verbose_option
+def main() -> None:
+    """NextStat: fast binned statistical inference for HistFactory (pyhf JSON) workspaces."""
 
 
 @main.command(context_settings=CONTEXT)
@@ -101,7 +502,7 @@ def fit(model: Any) -> tuple[dict, str]:
 
 @main.command(context_settings=CONTEXT)
 @model_options
-@click.option("--mu", type=float, default=1.0, help="Tested POI value (0: discovery test).")
+@click.option("--mu", type=FiniteFloat(), default=1.0, help="Tested POI value (0: discovery test).")
 @click.option("--test-stat", type=click.Choice(["q0", "q", "qtilde"]), default=None,
               help="Test statistic [default: q0 at mu=0, else qtilde].")
 @output_options
@@ -123,23 +524,16 @@ def hypotest(model: Any, mu: float, test_stat: str | None) -> tuple[dict, str]:
 
 @main.command(context_settings=CONTEXT)
 @model_options
-@click.option("--alpha", type=float, default=0.05, help="Test size (0.05: 95% CL).")
-@click.option("--scan", default=None, metavar="LO:HI:N", help="Grid scan of the POI instead of root finding.")
+@click.option("--alpha", type=FiniteFloat(0.0, 1.0, min_open=True, max_open=True), default=0.05,
+              help="Test size (0.05: 95% CL).")
+@click.option("--scan", type=ScanGrid(), default=None, help="Grid scan of the POI instead of root finding.")
+@progress_option
 @output_options
-def limit(model: Any, alpha: float, scan: str | None) -> tuple[dict, str]:
+def limit(model: Any, alpha: float, scan: Any, progress: bool | None) -> tuple[dict, str]:
     """CLs upper limit on the POI (observed and expected band)."""
-    import numpy as np
-
     from nextstat import upper_limit
 
-    grid = None
-    if scan:
-        try:
-            lo, hi, n = scan.split(":")
-            grid = np.linspace(float(lo), float(hi), int(n))
-        except ValueError as exc:
-            raise click.BadParameter(f"expected LO:HI:N, got {scan!r}", param_hint="--scan") from exc
-    result = upper_limit(model, alpha=alpha, scan=grid)
+    result = upper_limit(model, alpha=alpha, scan=scan, progress=resolve_progress(progress))
     band = "  ".join(f"{v:.4g}" for v in result.expected)
     text = (f"{100 * (1 - alpha):g}% CL upper limit on {model.poi_name}: observed {result.observed:.4g}\n"
             f"expected (-2..+2 sigma): {band}")
@@ -148,43 +542,45 @@ def limit(model: Any, alpha: float, scan: str | None) -> tuple[dict, str]:
 
 @main.command(context_settings=CONTEXT)
 @model_options
-@click.option("--top", type=int, default=None, help="Show only the N highest-impact parameters.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Save a ranking plot.")
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Show only the N highest-impact parameters.")
+@click.option("--plot", "plot_file", type=OutputFile(image=True), default=None, help="Save a ranking plot.")
+@progress_option
 @output_options
-def rank(model: Any, top: int | None, plot_file: str | None) -> tuple[dict, str]:
+def rank(model: Any, top: int | None, plot_file: str | None, progress: bool | None) -> tuple[dict, str]:
     """Rank nuisance parameters by their impact on the POI."""
     from nextstat.interpret import format_ranking, plot_rank_impact, rank_impact
 
-    table = rank_impact(model, top_n=top)
+    table = rank_impact(model, top_n=top, progress=resolve_progress(progress))
     if plot_file:
         fig = plot_rank_impact(model, top_n=top or 20, table=table)
-        fig.savefig(plot_file, dpi=150, bbox_inches="tight")
+        save_figure(fig, plot_file)
     return {"ranking": table}, format_ranking(table)
 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("kind", type=click.Choice(["pulls", "corr", "brazil", "profile", "yields"]))
 @model_options
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, help="Image file to write.")
+@click.option("-o", "--output", "output", type=OutputFile(image=True), required=True, help="Image file to write.")
 def plot(kind: str, model: Any, output: str) -> None:
     """Draw a standard plot from a fit of the workspace."""
     from nextstat.plots import plot_from_model
 
     fig = plot_from_model(kind, model)
-    fig.savefig(output, dpi=150, bbox_inches="tight")
+    save_figure(fig, output)
     click.echo(f"wrote {output}")
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--epochs", type=int, default=30, help="Training epochs for each network.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, help="Training epochs for each network.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo_output", help="Folder for the plot and summary.")
-@click.option("--seed", type=int, default=0, help="Random seed.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def demo(epochs: int, out_dir: str, seed: int, no_progress: bool) -> None:
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Random seed.")
+@progress_option
+@verbose_option
+def demo(epochs: int, out_dir: str, seed: int, progress: bool | None) -> None:
     """Train a small network on the profiled significance (SignificanceLoss) and compare with BCE."""
     from nextstat.demo import run_demo
 
-    summary = run_demo(epochs=epochs, out_dir=Path(out_dir), seed=seed, progress=not no_progress)
+    summary = run_demo(epochs=epochs, out_dir=Path(out_dir), seed=seed, progress=resolve_progress(progress))
     click.echo(summary)
 
 

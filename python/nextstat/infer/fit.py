@@ -121,13 +121,15 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: expected a finite value > 0, got {tol!r}")
     out = run(init, maxiter)
-    if out[3] != core.FIT_CONVERGED:
-        # retries from the alternative starts (at most two more fits); the best fit is kept
+    if out[3] != core.FIT_CONVERGED or not out[8]:
+        # retries from the alternative starts (at most two more fits), also where the fit
+        # converged on a Hessian that is not positive definite (it may be a saddle point, e.g.
+        # mu = k = 0 of a signal scaled by mu * k); the best fit is kept
         for start in retry_starts(model, init, fixed, lo, hi):
             alt = run(start, maxiter)
             if better(alt[3], alt[1], out[3], out[1]):
                 out = alt
-            if out[3] == core.FIT_CONVERGED:
+            if out[3] == core.FIT_CONVERGED and out[8]:
                 break
     kink_note = ""
     if out[3] != core.FIT_CONVERGED:

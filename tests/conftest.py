@@ -12,19 +12,6 @@ import pytest
 
 from nextstat import testing
 
-try:  # property-based tests (tests/test_properties.py): "ci" (default) is a fixed, reproducible
-    # budget; "fuzz" is the long run (HYPOTHESIS_PROFILE=fuzz, 10,000 examples per property)
-    from hypothesis import HealthCheck, settings
-
-    _slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-    settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None, print_blob=True,
-                              suppress_health_check=_slow_ok)
-    settings.register_profile("fuzz", max_examples=10_000, deadline=None, print_blob=True,
-                              suppress_health_check=_slow_ok)
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-except ImportError:  # pragma: no cover - hypothesis is a test dependency
-    pass
-
 # JAX would otherwise take 75% of a GPU's memory at its first array, starving the CUDA tests
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 

@@ -25,17 +25,12 @@ _CURVES = ("observed", "expected -2 sigma", "expected -1 sigma", "expected media
 def _cls_curves(calc: AsymptoticCalculator, mu_values: np.ndarray, progress: bool) -> tuple[np.ndarray, np.ndarray, bool]:
     from tqdm.auto import tqdm
 
-    obs = np.empty(len(mu_values))
-    exp = np.empty((len(mu_values), 5))
+    curves = np.empty((len(mu_values), 6))
     converged = True
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # one warning for the whole limit
-        for i, mu in enumerate(tqdm(mu_values, desc="CLs scan", disable=not progress, leave=False)):
-            r = calc.hypotest(float(mu))
-            obs[i] = r.cls
-            exp[i] = r.cls_expected
-            converged &= r.converged
-    return obs, exp, converged
+    for i, mu in enumerate(tqdm(mu_values, desc="CLs scan", disable=not progress, leave=False)):
+        curves[i], ok = _evaluate(calc, float(mu))
+        converged &= ok
+    return curves[:, 0], curves[:, 1:], converged
 
 
 def _crossing(level: float, mu: np.ndarray, cls: np.ndarray) -> tuple[float, int]:

@@ -138,8 +138,8 @@ def _simple_workspace() -> BenchWorkspace:
 
 
 def _example_workspace() -> BenchWorkspace:
-    """The bundled example ``examples/workspaces/simple.json`` (the README's demo model)."""
-    spec = read_json(REPO_ROOT / "examples" / "workspaces" / "simple.json")
+    """The bundled example ``nextstat.examples.simple_workspace()`` (the README's demo model)."""
+    spec = read_json(REPO_ROOT / "python" / "nextstat" / "data" / "simple.json")
     n = sum(len(c["data"]) for c in spec["observations"])
     return BenchWorkspace("example", f"bundled example workspace, {n} bins", spec)
 

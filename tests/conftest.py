@@ -16,7 +16,7 @@ from nextstat import testing
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "workspaces" / "simple.json"
+EXAMPLE = REPO / "python" / "nextstat" / "data" / "simple.json"
 
 # Hypothesis profiles (tests/test_properties.py): "ci" (default) is a small fixed budget with a
 # fixed seed; "fuzz" the long run. Select with HYPOTHESIS_PROFILE=fuzz.

@@ -30,7 +30,7 @@ from nextstat import cli
 from nextstat.errors import ConvergenceWarning
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "workspaces" / "simple.json"
+EXAMPLE = REPO / "python" / "nextstat" / "data" / "simple.json"
 SCRIPT = Path(sys.executable).with_name("nextstat")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "nextstat.cli"]
 

@@ -30,7 +30,7 @@ needs_cases = pytest.mark.skipif(not CASES.is_dir(), reason=f"reliability cases 
 
 @pytest.fixture(scope="module")
 def example_model() -> nextstat.Model:
-    return nextstat.from_pyhf(str(REPO / "examples" / "workspaces" / "simple.json"))
+    return nextstat.from_pyhf(str(REPO / "python" / "nextstat" / "data" / "simple.json"))
 
 
 def load_case(prefix: str) -> dict:
@@ -373,7 +373,7 @@ def test_hessian_buffers_outlive_blas_calls_under_malloc_perturb(n_bins):
     use, so Numba freed it first: with MALLOC_PERTURB_ the 60-bin mu error became 5e125 and
     2,050 bins (a 33.6 MB Jacobian, freed by munmap) crashed. By symmetry all gammas are 1 and
     mu = 2; the mu error is analytic: var = 1 / (N (1/52 - (50/52)^2 / (2500/52 + 1/0.04^2)))."""
-    nextstat.fit(nextstat.from_pyhf(str(REPO / "examples" / "workspaces" / "simple.json")))  # compile here
+    nextstat.fit(nextstat.from_pyhf(str(REPO / "python" / "nextstat" / "data" / "simple.json")))  # compile here
     env = {**os.environ, "MALLOC_PERTURB_": "165", "MALLOC_CHECK_": "3"}
     out = subprocess.run([sys.executable, "-c", _BIG, str(n_bins)], env=env, capture_output=True, text=True,
                          timeout=600)

@@ -1,7 +1,7 @@
 """Command-line interface: thin commands over the public API.
 
-``nextstat fit|hypotest|limit|rank WORKSPACE [--patch P ...]``, ``nextstat plot KIND WORKSPACE -o FILE``
-and ``nextstat demo``. WORKSPACE is a pyhf JSON file (``.json`` or ``.json.gz``) or ``-`` for
+``nextstat fit|hypotest|limit|rank WORKSPACE [--patch P ...]``, ``nextstat plot KIND WORKSPACE -o FILE``,
+``nextstat demo`` and ``nextstat warmup`` (plus the command families of :mod:`nextstat.commands`). WORKSPACE is a pyhf JSON file (``.json`` or ``.json.gz``) or ``-`` for
 standard input. ``--json`` prints machine-readable output (to ``--output-file`` if given).
 
 Contract at the edges (implemented once, in :class:`NextStatGroup`):
@@ -39,6 +39,7 @@ from typing import Any, Callable, NoReturn
 import click
 
 from nextstat._version import __version__
+from nextstat.commands.pyhf_compat import engine_options
 
 CITATION = """@software{nextstat,
   title = {NextStat: fast, differentiable binned statistical inference},
@@ -161,6 +162,27 @@ class NextStatGroup(click.Group):
     ``Error: ...`` (see :func:`describe_error`), plus the traceback with ``-v``. Logging of the
     ``nextstat`` logger and one-line warnings are set up for the duration of the invocation.
     """
+
+    def _load_modules(self) -> None:
+        """Add the commands of :data:`nextstat.commands.MODULES` (once)."""
+        if getattr(self, "_modules_loaded", False):
+            return
+        self._modules_loaded = True
+        import importlib
+
+        from nextstat.commands import MODULES
+
+        for name in MODULES:
+            for command in importlib.import_module(name).COMMANDS:
+                self.add_command(command)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_modules()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_modules()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand, turning its exceptions into :class:`CommandFailed`."""
@@ -395,17 +417,11 @@ def _print_citation(ctx: click.Context, _param: Any, value: bool) -> None:
 
 
 def resolve_progress(flag: bool | None) -> bool:
-    """Whether to show progress bars: ``--progress``/``--no-progress`` if given, else only when
-    standard error is a terminal and ``TQDM_DISABLE`` is unset (or 0/false/no/off)."""
-    if flag is not None:
-        return flag
-    env = os.environ.get("TQDM_DISABLE", "").strip().lower()
-    if env not in ("", "0", "false", "no", "off"):
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stream
-        return False
+    """Whether to show progress bars: ``--progress``/``--no-progress`` if given, else the
+    library's rule (:func:`nextstat.progress.resolve`)."""
+    from nextstat.progress import resolve
+
+    return resolve(flag)
 
 
 def progress_option(func: Callable) -> Callable:
@@ -443,16 +459,28 @@ def model_options(func: Callable) -> Callable:
     """Options shared by every command that reads a workspace; the command receives ``model``."""
 
     @click.argument("workspace", type=click.Path(exists=True, allow_dash=True, dir_okay=False), default="-")
-    @click.option("--patch", "patches", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    @click.option("-p", "--patch", "patches", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="JSON Patch file applied to the workspace (repeatable, in order).")
     @click.option("--measurement", default=None, help="Measurement name (default: the first).")
+    @click.option("--poi", default=None, metavar="NAME|none",
+                  help="Parameter of interest, or 'none' for a model without one (fits and plots of "
+                       "background-only workspaces) [default: the measurement's; where the model lacks "
+                       "it, none, with a warning].")
     @verbose_option
     @functools.wraps(func)
-    def wrapper(workspace: str, patches: tuple[str, ...], measurement: str | None, **kwargs: Any) -> Any:
-        from nextstat import from_pyhf
+    def wrapper(workspace: str, patches: tuple[str, ...], measurement: str | None, poi: str | None,
+                **kwargs: Any) -> Any:
+        from nextstat import WorkspaceError, from_pyhf
 
         source: Any = _read_stdin_workspace() if workspace == "-" else Path(workspace)
-        model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches])
+        poi_kw = {} if poi is None else {"poi_name": None if poi.lower() == "none" else poi}
+        try:
+            model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches], **poi_kw)
+        except WorkspaceError as exc:  # e.g. a background-only workspace naming the signal's POI
+            if poi is not None or not exc.path.endswith(".config.poi"):
+                raise
+            logging.getLogger(LOGGER_NAME).warning("building the model without a POI: %s", exc)
+            model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches], poi_name=None)
         return func(model=model, **kwargs)
 
     return wrapper
@@ -491,12 +519,25 @@ def main() -> None:
 
 @main.command(context_settings=CONTEXT)
 @model_options
+@click.option("--pyhf", "pyhf_layout", is_flag=True,
+              help="Print pyhf's `fit` JSON layout ({\"mle_parameters\": {name: [values]}}) instead of NextStat's.")
+@click.option("--value", is_flag=True, help="With --pyhf: add \"twice_nll\" (pyhf's --value).")
+@engine_options
 @output_options
-def fit(model: Any) -> tuple[dict, str]:
-    """Maximum-likelihood fit with Hesse errors."""
+def fit(model: Any, pyhf_layout: bool, value: bool) -> tuple[dict, str]:
+    """Maximum-likelihood fit with Hesse errors.
+
+    --json: NextStat's layout (FitResult.to_dict(): bestfit, errors, covariance, ..., nll,
+    twice_nll, converged, message); --pyhf: the layout of `pyhf fit`.
+    """
     from nextstat import fit as do_fit
 
     result = do_fit(model)
+    if pyhf_layout:
+        from nextstat.commands.pyhf_compat import fit_layout, pyhf_json
+
+        payload = fit_layout(model, result, value)
+        return payload, pyhf_json(payload)
     return result.to_dict(), str(result)
 
 
@@ -505,19 +546,39 @@ def fit(model: Any) -> tuple[dict, str]:
 @click.option("--mu", type=FiniteFloat(), default=1.0, help="Tested POI value (0: discovery test).")
 @click.option("--test-stat", type=click.Choice(["q0", "q", "qtilde"]), default=None,
               help="Test statistic [default: q0 at mu=0, else qtilde].")
+@click.option("--toys", "n_toys", type=click.IntRange(min=1), default=None, show_default=False,
+              help="Toy-based test with N pseudo-experiments per hypothesis (nextstat.hypotest_toys) "
+                   "[default: asymptotic formulae].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Random seed of the toys (with --toys).")
+@progress_option
 @output_options
-def hypotest(model: Any, mu: float, test_stat: str | None) -> tuple[dict, str]:
-    """Asymptotic hypothesis test: CLs (and the expected band), or Z0 at --mu 0."""
+def hypotest(model: Any, mu: float, test_stat: str | None, n_toys: int | None, seed: int,
+             progress: bool | None) -> tuple[dict, str]:
+    """Hypothesis test: CLs (and the expected band), or Z0 at --mu 0; asymptotic, or with --toys N."""
     from nextstat import hypotest as do_hypotest
+    from nextstat import hypotest_toys
 
-    result = do_hypotest(model, mu, test_stat=test_stat)
+    if n_toys is None:
+        result = do_hypotest(model, mu, test_stat=test_stat)
+    else:
+        stat = test_stat or ("q0" if mu == 0 else "qtilde")  # as nextstat.hypotest chooses
+        result = hypotest_toys(model, mu, n_toys=n_toys, seed=seed, test_stat=stat,
+                               progress=resolve_progress(progress))
+
+    def pm(value: float | None, error: float | None) -> str:
+        return f"{value:.6g}" + (f" +- {error:.2g}" if error is not None else "")
+
+    how = "" if n_toys is None else f" [{result.n_toys[0]} s+b / {result.n_toys[1]} b toys, seed {seed}, " \
+                                    f"{result.n_failed_toys} failed]"
     if result.test_stat == "q0":
-        text = (f"Discovery test (q0): q0 = {result.q_obs:.6g}, p0 = {result.p0:.6g}, "
-                f"Z0 = {result.significance:.4f} sigma (expected Z0 = {result.significance_expected:.4f})")
+        expected = "" if result.significance_expected is None else \
+            f" (expected Z0 = {result.significance_expected:.4f})"
+        text = (f"Discovery test (q0): q0 = {result.q_obs:.6g}, p0 = {pm(result.p0, result.clsb_error)}, "
+                f"Z0 = {result.significance:.4f} sigma{expected}{how}")
     else:
         band = "  ".join(f"{v:.4g}" for v in result.cls_expected)
-        text = (f"Test of {model.poi_name} = {mu:g} ({result.test_stat}): CLs = {result.cls:.6g}  "
-                f"CLsb = {result.clsb:.6g}  CLb = {result.clb:.6g}\n"
+        text = (f"Test of {model.poi_name} = {mu:g} ({result.test_stat}): CLs = {pm(result.cls, result.cls_error)}  "
+                f"CLsb = {pm(result.clsb, result.clsb_error)}  CLb = {pm(result.clb, result.clb_error)}{how}\n"
                 f"expected CLs (-2..+2 sigma): {band}")
     return result.to_dict(), text
 
@@ -558,14 +619,36 @@ def rank(model: Any, top: int | None, plot_file: str | None, progress: bool | No
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("kind", type=click.Choice(["pulls", "corr", "brazil", "profile", "yields"]))
+@click.argument("kind", type=click.Choice(["pulls", "corr", "brazil", "profile", "yields", "data-mc"]))
 @model_options
 @click.option("-o", "--output", "output", type=OutputFile(image=True), required=True, help="Image file to write.")
-def plot(kind: str, model: Any, output: str) -> None:
-    """Draw a standard plot from a fit of the workspace."""
+@click.option("--prefit", is_flag=True, help="data-mc: the pre-fit prediction (no fit).")
+@click.option("--log-scale", is_flag=True, help="data-mc: logarithmic y axes.")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="pulls, corr: only the N most pulled / most correlated parameters.")
+def plot(kind: str, model: Any, output: str, prefit: bool, log_scale: bool, top: int | None) -> None:
+    """Draw a standard plot from a fit of the workspace (data-mc: per channel, pre- or post-fit)."""
     from nextstat.plots import plot_from_model
 
-    fig = plot_from_model(kind, model)
+    for flag, given, kinds in (("--prefit", prefit, ("data-mc",)), ("--log-scale", log_scale, ("data-mc",)),
+                               ("--top", top is not None, ("pulls", "corr"))):
+        if given and kind not in kinds:
+            raise click.UsageError(f"{flag} applies to the {' and '.join(kinds)} plot{'s' if len(kinds) > 1 else ''} only")
+    if kind == "data-mc" or top is not None:
+        from nextstat import fit, prediction
+        from nextstat.plots import plot_correlation, plot_data_mc, plot_pulls
+
+        result = None if prefit else fit(model)
+        if result is not None and not result.converged:
+            raise ValueError(f"the fit did not converge ({result.message}); nothing to plot")
+        if kind == "data-mc":
+            fig = plot_data_mc(prediction(model, result), log_scale=log_scale)
+        elif kind == "pulls":
+            fig = plot_pulls(result, model=model, top_n=top)
+        else:
+            fig = plot_correlation(result, top_n=top)
+    else:
+        fig = plot_from_model(kind, model)
     save_figure(fig, output)
     click.echo(f"wrote {output}")
 
@@ -582,6 +665,23 @@ def demo(epochs: int, out_dir: str, seed: int, progress: bool | None) -> None:
 
     summary = run_demo(epochs=epochs, out_dir=Path(out_dir), seed=seed, progress=resolve_progress(progress))
     click.echo(summary)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--part", "parts", multiple=True, type=click.Choice(
+    ["fit", "hypotest", "limit", "scan", "toys", "ranking", "loss"]),
+    help="Compile only these parts (repeatable; default: all).")
+@progress_option
+@verbose_option
+def warmup(parts: tuple[str, ...], progress: bool | None) -> None:
+    """Compile the engine's kernels once, ahead of first use (cached for later processes)."""
+    from nextstat.engine.jit import cache_dir
+    from nextstat.engine.warmup import PARTS, warmup as do_warmup
+
+    steps = do_warmup(parts or PARTS, progress=resolve_progress(progress))
+    for step in steps:
+        click.echo(f"{step.part:<9} {step.seconds:8.2f} s")
+    click.echo(f"compiled kernels cached in {cache_dir()}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ from torch import nn
 import nextstat
 from nextstat.builders import build_workspace_from_histograms
 from nextstat.torch import SignificanceLoss, SoftHistogram
+from nextstat.progress import resolve as progress_rule
 
 N_BINS = 10
 EDGES = np.linspace(0.0, 1.0, N_BINS + 1)
@@ -95,7 +96,7 @@ def train_bce(net: nn.Module, train: Dataset, epochs: int, seed: int, progress: 
     # balance the classes: per-event weight so that each class sums to 1
     cw = torch.where(train.y == 1, 1.0 / (train.y == 1).sum(), 1.0 / (train.y == 0).sum()).double()
     history = []
-    for _ in tqdm(range(epochs), desc="BCE training", disable=not progress):
+    for _ in tqdm(range(epochs), desc="BCE training", disable=not progress_rule(progress)):
         for idx in _batches(len(train.y), 4096, gen):
             opt.zero_grad()
             p = net(train.x[idx]).squeeze(-1)
@@ -123,7 +124,7 @@ def train_significance(net: nn.Module, train: Dataset, epochs: int, seed: int, p
     gen = torch.Generator().manual_seed(seed)
     sig, bkg = train.y == 1, train.y == 0
     history = []
-    bar = tqdm(range(epochs), desc="Z0 training", disable=not progress)
+    bar = tqdm(range(epochs), desc="Z0 training", disable=not progress_rule(progress))
     for _ in bar:
         for idx in _batches(len(train.y), 8192, gen):
             opt.zero_grad()
@@ -140,7 +141,7 @@ def train_significance(net: nn.Module, train: Dataset, epochs: int, seed: int, p
     return history
 
 
-def run_demo(*, epochs: int = 30, out_dir: Path = Path("demo_output"), seed: int = 0, progress: bool = True,
+def run_demo(*, epochs: int = 30, out_dir: Path = Path("demo_output"), seed: int = 0, progress: bool | None = None,
              n_train: int = 40_000) -> str:
     """Train both networks, evaluate on a test set, save ``comparison.png`` and ``summary.json``.
 

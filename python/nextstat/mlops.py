@@ -106,8 +106,9 @@ def metrics_dict(result: FitResult, *, prefix: str = "") -> dict[str, float]:
     keys = _safe_names(result.parameter_names)
     for key, value in zip(keys, result.bestfit, strict=True):
         out[f"{prefix}param/{key}"] = float(value)
-    for key, value in zip(keys, result.errors, strict=True):
-        out[f"{prefix}error/{key}"] = float(value)
+    if result.errors is not None:  # None after fit(hesse=False)
+        for key, value in zip(keys, result.errors, strict=True):
+            out[f"{prefix}error/{key}"] = float(value)
     return out
 
 

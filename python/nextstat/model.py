@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nextstat import workspace as wsmod
+from nextstat.workspace import sources
 from nextstat.engine import numba_core as core
 from nextstat.errors import WorkspaceError
 
@@ -118,6 +119,16 @@ def _shapesys_tau(nominal: float, unc: float, path: str) -> float:
     return tau
 
 
+class _MeasurementPOI:
+    """Default of ``poi_name``: the POI that the measurement names (``config.poi``)."""
+
+    def __repr__(self) -> str:
+        return "<the measurement's POI>"
+
+
+_MEASUREMENT_POI = _MeasurementPOI()
+
+
 @dataclass
 class _ParamSet:
     name: str
@@ -137,7 +148,9 @@ class Model:
 
     Attributes:
         parameter_names: one name per scalar parameter, pyhf style (``staterror_SR[2]``).
-        poi_name, poi_index: the parameter of interest.
+        poi_name, poi_index: the parameter of interest; both None for a model without one
+            (``from_pyhf(ws, poi_name=None)``: fits, predictions and plots of the fit work,
+            hypothesis tests, limits, scans, toys of a test and rankings refuse it).
         n_params: number of scalar parameters. ``n_bins``: main bins; ``n_aux``: auxiliary data.
         channels, channel_nbins, channel_slices: main-bin layout (channels sorted by name).
         samples: sample names (sorted).
@@ -145,7 +158,8 @@ class Model:
         data: observed main data followed by the auxiliary data, shape (n_bins + n_aux,).
     """
 
-    def __init__(self, spec: dict, measurement: dict, modifier_settings: Mapping | None = None):
+    def __init__(self, spec: dict, measurement: dict, modifier_settings: Mapping | None = None,
+                 poi_name: str | None | _MeasurementPOI = _MEASUREMENT_POI):
         normsys_code, histosys_code = _interpolation_codes(modifier_settings)
         self.modifier_settings = {"normsys": {"interpcode": normsys_code}, "histosys": {"interpcode": histosys_code}}
 
@@ -217,14 +231,9 @@ class Model:
         self._bounds = np.array([b for ps in paramsets.values() for b in ps.bounds], dtype=np.float64).reshape(-1, 2)
         self.fixed_params = np.array([f for ps in paramsets.values() for f in ps.fixed], dtype=bool)
 
-        poi = measurement["config"]["poi"]
-        ipoi = spec["measurements"].index(measurement)
-        if poi not in paramsets:
-            raise WorkspaceError(f"measurements[{ipoi}].config.poi", f"POI {poi!r} is not a parameter of the model")
-        if paramsets[poi].n != 1:
-            raise WorkspaceError(f"measurements[{ipoi}].config.poi", f"POI {poi!r} has {paramsets[poi].n} components; it must be a scalar")
-        self.poi_name = poi
-        self.poi_index = self.par_slices[poi].start
+        poi = _resolve_poi(paramsets, measurement, spec["measurements"].index(measurement), poi_name)
+        self.poi_name: str | None = poi
+        self.poi_index: int | None = None if poi is None else self.par_slices[poi].start
 
         self._build_arrays(normsys_code, histosys_code)
         self._build_data()
@@ -592,6 +601,9 @@ class Model:
         """
         if pars is not None:
             return self.expected_data(pars)
+        if self.poi_index is None:
+            raise ValueError("asimov_data: the model has no POI to set to mu; pass pars= (expected data at "
+                             "those parameters), or build the model with a POI (from_pyhf(ws, poi_name=...))")
         from nextstat.infer.fit import fit
 
         init = self.suggested_init()
@@ -609,13 +621,47 @@ class Model:
                 f"parameters={self.n_params}, poi={self.poi_name!r})")
 
 
-def from_pyhf(ws: Any, *, measurement: str | None = None, modifier_settings: Mapping | None = None,
-              patches: Sequence[Any] | None = None, validate: bool = True) -> Model:
+def _resolve_poi(paramsets: Mapping[str, _ParamSet], measurement: dict, index: int,
+                 poi_name: str | None | _MeasurementPOI) -> str | None:
+    """The POI of the model: ``poi_name`` where given (None: no POI), else the measurement's
+    ``config.poi`` (pyhf 0.7.6's ``Workspace.model(poi_name=...)``). It must be a scalar parameter."""
+    where = f"measurements[{index}].config.poi"
+    hint = ("; for a background-only model pass poi_name=None (CLI: --poi none), or name another "
+            "parameter with poi_name= (CLI: --poi NAME)")
+    if poi_name is _MEASUREMENT_POI:
+        if "poi" not in measurement["config"]:
+            raise WorkspaceError(where, "required field is missing (the measurement names no POI)" + hint)
+        poi = measurement["config"]["poi"]
+    elif poi_name is None:
+        return None
+    elif isinstance(poi_name, str):
+        poi, where, hint = poi_name, "poi_name", "; pass poi_name=None for a model without a POI"
+    else:
+        raise TypeError(f"poi_name: expected a parameter name (str) or None, got {type(poi_name).__name__}")
+    if poi not in paramsets:
+        known = ", ".join(sorted(n for n, ps in paramsets.items() if ps.n == 1 and ps.kind == "free")[:10])
+        raise WorkspaceError(where, f"POI {poi!r} is not a parameter of the model (its free scalar parameters: "
+                                    f"{known or 'none'}){hint}")
+    if paramsets[poi].n != 1:
+        raise WorkspaceError(where, f"POI {poi!r} has {paramsets[poi].n} components; it must be a scalar")
+    return poi
+
+
+def from_pyhf(ws: Any, *, measurement: str | None = None,
+              poi_name: str | None | _MeasurementPOI = _MEASUREMENT_POI,
+              modifier_settings: Mapping | None = None, patches: Any = None,
+              patch_name: str | Sequence | None = None, data: Any = None, validate: bool = True) -> Model:
     """Build a :class:`Model` from a pyhf JSON workspace.
 
     Args:
-        ws: workspace ``dict``, JSON string, or path to ``.json`` / ``.json.gz``.
+        ws: workspace ``dict`` (a ``pyhf.Workspace`` is one), JSON string, path to ``.json`` /
+            ``.json.gz``, or a ``pyhf.Model`` (its channels, parameter configurations, POI and
+            modifier settings; it carries no data, so pass ``data``).
         measurement: measurement name (default: the first one), which sets POI and parameter configs.
+        poi_name: the parameter of interest, as pyhf's ``Workspace.model(poi_name=...)``:
+            by default the measurement's ``config.poi``; a parameter name to choose another;
+            ``None`` for a model without a POI (e.g. a background-only workspace from HEPData,
+            whose measurement names a signal strength that only the signal patches add).
         modifier_settings: interpolation codes as in pyhf 0.7.6, e.g.
             ``{"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}``.
             ``None``: pyhf's defaults (normsys code4, histosys code4p). A dict replaces them as a
@@ -625,17 +671,35 @@ def from_pyhf(ws: Any, *, measurement: str | None = None, modifier_settings: Map
         patches: JSON Patches (RFC 6902) applied in order, e.g. a signal patch on a
             background-only workspace as published on HEPData: a list of patches, each an
             operation list, a pyhf patch entry ``{"metadata": ..., "patch": [...]}``, one
-            operation, JSON text or a path; or one such patch on its own
-            (:func:`nextstat.workspace.apply_patches`).
+            operation, JSON text, a path or a ``pyhf.patchset.Patch``; or one such patch on its
+            own (:func:`nextstat.workspace.apply_patches`). With ``patch_name``: one pyhf
+            patchset (a ``pyhf.PatchSet``, its dict, JSON text or file).
+        patch_name: the patch of the patchset ``patches`` to apply, by name or values (its
+            digests are verified against ``ws`` first, as ``pyhf patchset apply`` does).
+        data: the observed data of a ``pyhf.Model`` only: main bins, or main + auxiliary data
+            as pyhf's ``workspace.data(model)``.
 
     Raises:
         WorkspaceError: malformed workspace or patch, or an unreadable file (the message names
             the JSON path, or the file).
-        ValueError: bad arguments (``modifier_settings[...]``, ``measurement``).
-        TypeError: ``ws`` or ``patches`` of an unsupported type.
+        ValueError: bad arguments (``modifier_settings[...]``, ``measurement``, ``poi_name``,
+            ``patch_name``, ``data``).
+        TypeError: ``ws``, ``patches`` or ``poi_name`` of an unsupported type.
     """
-    spec = wsmod.apply_patches(wsmod.load(ws), patches)
+    if sources.is_pyhf_model(ws):
+        if measurement is not None:
+            raise ValueError("measurement: a pyhf.Model carries the configuration of one measurement; "
+                             "give the pyhf.Workspace to choose another")
+        spec, model_poi, model_settings = sources.pyhf_model_workspace(ws, data)
+        poi_name = model_poi if poi_name is _MEASUREMENT_POI else poi_name
+        modifier_settings = model_settings if modifier_settings is None else modifier_settings
+    elif data is not None:
+        raise ValueError("data: only for a pyhf.Model (a workspace carries its observations); to fit other "
+                         "data pass them to the inference, e.g. nextstat.fit(model, data=...)")
+    else:
+        spec = wsmod.load(ws)
+    spec = sources.apply_patch_args(spec, patches, patch_name)
     if validate:
         wsmod.validate(spec)
     meas = wsmod.select_measurement(spec, measurement)
-    return Model(spec, meas, modifier_settings)
+    return Model(spec, meas, modifier_settings, poi_name)

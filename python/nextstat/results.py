@@ -13,6 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from nextstat._html import html_summary as _html_summary
+from nextstat._html import html_table as _html_table
+from nextstat._html import pdg_round as _pdg_round
+
 
 def _fmt(x: float | None) -> str:
     return "None" if x is None else f"{x:.6g}"
@@ -66,11 +70,12 @@ class FitResult(_ToDict):
     Attributes:
         bestfit: best-fit parameter values, shape ``(n_params,)``, in ``parameter_names`` order.
         errors: Hesse (inverse-Hessian) standard errors, shape ``(n_params,)``; 0 for fixed
-            parameters.
+            parameters; None when not computed (``fit(hesse=False)``).
         covariance: inverse Hessian of the NLL over the free parameters, shape
-            ``(n_params, n_params)``; rows and columns of fixed parameters are 0.
+            ``(n_params, n_params)``; rows and columns of fixed parameters are 0; None when not
+            computed.
         correlation: correlation matrix from ``covariance`` (1 on the diagonal of fixed
-            parameters).
+            parameters); None when not computed.
         parameter_names: names in the model's parameter order.
         poi_index: index of the parameter of interest (None if the model has none).
         nll: negative log-likelihood at the minimum (all constants included, = -pyhf logpdf).
@@ -86,9 +91,9 @@ class FitResult(_ToDict):
     _derived = ("mu", "twice_nll")
 
     bestfit: np.ndarray
-    errors: np.ndarray
-    covariance: np.ndarray
-    correlation: np.ndarray
+    errors: np.ndarray | None
+    covariance: np.ndarray | None
+    correlation: np.ndarray | None
     parameter_names: tuple[str, ...]
     poi_index: int | None
     nll: float
@@ -113,8 +118,10 @@ class FitResult(_ToDict):
 
     @property
     def mu_error(self) -> float | None:
-        """Hesse error of the parameter of interest."""
-        return None if self.poi_index is None else float(self.errors[self.poi_index])
+        """Hesse error of the parameter of interest (None without a POI or without Hesse)."""
+        if self.poi_index is None or self.errors is None:
+            return None
+        return float(self.errors[self.poi_index])
 
     def index(self, name: str) -> int:
         """Position of parameter ``name``; raises ``KeyError`` naming the unknown parameter."""
@@ -127,9 +134,10 @@ class FitResult(_ToDict):
         """Best-fit value of parameter ``name``."""
         return float(self.bestfit[self.index(name)])
 
-    def error(self, name: str) -> float:
-        """Hesse error of parameter ``name``."""
-        return float(self.errors[self.index(name)])
+    def error(self, name: str) -> float | None:
+        """Hesse error of parameter ``name`` (None when the fit computed no errors)."""
+        i = self.index(name)
+        return None if self.errors is None else float(self.errors[i])
 
     def __repr__(self) -> str:
         mu = "None" if self.mu is None else _fmt(self.mu)
@@ -149,10 +157,32 @@ class FitResult(_ToDict):
         ]
         for i, name in enumerate(self.parameter_names):
             flag = " (fixed)" if self.fixed[i] else (" (at limit)" if self.at_limit[i] else "")
-            lines.append(
-                f"  {name:<{width}}  {self.bestfit[i]:>12.6g}  {self.errors[i]:>10.4g}{flag}"
-            )
+            err = "-" if self.errors is None else format(self.errors[i], ">10.4g")
+            lines.append(f"  {name:<{width}}  {self.bestfit[i]:>12.6g}  {err:>10}{flag}")
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for i, name in enumerate(self.parameter_names):
+            value, err = _pdg_round(float(self.bestfit[i]), None if self.errors is None or self.fixed[i]
+                                    else float(self.errors[i]))
+            note = "fixed" if self.fixed[i] else ("at limit" if self.at_limit[i] else "")
+            rows.append((name, value, err, note))
+        summary = {"converged": self.converged, "message": self.message, "NLL": self.nll, "EDM": self.edm,
+                   "iterations": self.n_iter, "time (ms)": self.time_ms}
+        if self.errors is not None:
+            summary["covariance positive definite"] = self.posdef
+        table = _html_table(rows, ["parameter", "value", "error", ""], bad=self.at_limit & ~self.fixed)
+        return _html_summary("FitResult", summary, table, ok=self.converged)
+
+    def to_dataframe(self):
+        """One row per parameter (index: name): ``value``, ``error`` (NaN without Hesse),
+        ``fixed``, ``at_limit``. Needs pandas."""
+        import pandas as pd
+
+        err = np.full(len(self.bestfit), np.nan) if self.errors is None else self.errors
+        return pd.DataFrame({"value": self.bestfit, "error": err, "fixed": self.fixed, "at_limit": self.at_limit},
+                            index=pd.Index(self.parameter_names, name="parameter"))
 
 
 @dataclass(frozen=True, repr=False)
@@ -226,6 +256,35 @@ class HypotestResult(_ToDict):
             f"calculator={self.calculator!r})"
         )
 
+    def _repr_html_(self) -> str:
+        def pm(value: float | None, error: float | None) -> Any:
+            if value is None or error is None:
+                return value
+            v, e = _pdg_round(value, error)
+            return f"{v} \u00b1 {e}"
+
+        items: dict[str, Any] = {"test statistic": self.test_stat, "mu tested": self.mu_test,
+                                 "q observed": self.q_obs, "q Asimov": self.q_asimov, "mu hat": self.mu_hat}
+        tables = []
+        if self.test_stat == "q0":
+            items.update({"p0": pm(self.p0, self.clsb_error), "Z0": self.significance,
+                          "p0 expected": self.p0_expected, "Z0 expected": self.significance_expected})
+        else:
+            items.update({"CLs": pm(self.cls, self.cls_error), "CLsb": pm(self.clsb, self.clsb_error),
+                          "CLb": pm(self.clb, self.clb_error)})
+            if self.cls_expected is not None:
+                tables.append(_html_table([[float(v) for v in self.cls_expected]],
+                                          ["-2\u03c3", "-1\u03c3", "median", "+1\u03c3", "+2\u03c3"],
+                                          caption="expected CLs"))
+        items["calculator"] = self.calculator
+        if self.n_toys is not None:
+            items["toys (s+b, b)"] = self.n_toys
+            items["failed toys"] = self.n_failed_toys
+        items["converged"] = self.converged
+        if self.failed_fits:
+            items["failed fits"] = self.failed_fits
+        return _html_summary("HypotestResult", items, *tables, ok=self.converged)
+
 
 @dataclass(frozen=True, repr=False)
 class UpperLimitResult(_ToDict):
@@ -270,6 +329,32 @@ class UpperLimitResult(_ToDict):
             f"CL={1 - self.alpha:.3g}, method={self.method!r})"
         )
 
+    def _repr_html_(self) -> str:
+        names = ["observed", "expected -2\u03c3", "expected -1\u03c3", "expected median", "expected +1\u03c3",
+                 "expected +2\u03c3"]
+        values = np.r_[self.observed, np.asarray(self.expected, dtype=float)]
+        found = np.asarray(self.found, dtype=bool)
+        beyond = np.asarray(self.beyond_bound, dtype=bool)
+        rows = [(n, float(v), "" if f else "not bracketed", "above the POI bound" if b else "")
+                for n, v, f, b in zip(names, values, found, beyond)]
+        table = _html_table(rows, ["", "upper limit", "", ""], bad=~found)
+        items = {"CL": 1 - self.alpha, "method": self.method, "points evaluated": len(self.mu_values),
+                 "POI bound": self.poi_bound, "converged": self.converged, "message": self.message}
+        return _html_summary(f"UpperLimitResult ({100 * (1 - self.alpha):g}% CL)", items, table,
+                             ok=self.converged and bool(found.all()))
+
+    def to_dataframe(self):
+        """The CLs evaluations, one row per POI value (sorted): ``mu``, ``cls_observed`` and
+        ``cls_exp_m2`` ... ``cls_exp_p2`` (the band at -2 ... +2 sigma). Needs pandas."""
+        import pandas as pd
+
+        order = np.argsort(np.asarray(self.mu_values), kind="stable")
+        exp = np.asarray(self.cls_expected, dtype=float).reshape(-1, 5)[order]
+        table = {"mu": np.asarray(self.mu_values, dtype=float)[order],
+                 "cls_observed": np.asarray(self.cls_observed, dtype=float)[order]}
+        table.update({f"cls_exp_{k}": exp[:, j] for j, k in enumerate(("m2", "m1", "median", "p1", "p2"))})
+        return pd.DataFrame(table)
+
 
 @dataclass(frozen=True, repr=False)
 class ProfileScanResult(_ToDict):
@@ -306,6 +391,21 @@ class ProfileScanResult(_ToDict):
             f"nll_min={_fmt(self.nll_min)}, all_converged={self.all_converged})"
         )
 
+    def _repr_html_(self) -> str:
+        rows = zip(self.mu_values.tolist(), self.twice_delta_nll.tolist(), self.converged.tolist())
+        table = _html_table(rows, [self.poi_name, "2 \u0394NLL", "converged"], bad=~np.asarray(self.converged))
+        items = {"points": len(self.mu_values), f"{self.poi_name} hat": self.mu_hat, "NLL min": self.nll_min,
+                 "all converged": self.all_converged}
+        return _html_summary("ProfileScanResult", items, table, ok=self.all_converged)
+
+    def to_dataframe(self):
+        """One row per scan point: the POI value (column named after the POI), ``nll``,
+        ``twice_delta_nll``, ``converged``. Needs pandas."""
+        import pandas as pd
+
+        return pd.DataFrame({self.poi_name: self.mu_values, "nll": self.nll, "twice_delta_nll": self.twice_delta_nll,
+                             "converged": self.converged})
+
 
 @dataclass(frozen=True, repr=False)
 class ToyFitResults(_ToDict):
@@ -317,6 +417,15 @@ class ToyFitResults(_ToDict):
         converged: shape (n_toys,), bool.
         toy_data: shape (n_toys, n_main + n_aux) when asked for, else None.
         seed, device: what generated them (same seed and device -> same toys).
+        n_iter: Newton iterations per toy, shape (n_toys,).
+        toy_index: position of each toy in its seed's sequence, shape (n_toys,) int64 (toy
+            ``i`` is the same pseudo-data in every run with this seed: ``first_toy`` of
+            :func:`nextstat.infer.toys.fit_toys`); None for fits of given datasets.
+        pars: the parameters the toys were generated at, shape (n_params,); None for given
+            datasets.
+
+    Runs split over jobs merge with :meth:`concatenate` and travel as files with :meth:`save`
+    / :meth:`load` (format: :mod:`nextstat.resultfile`).
     """
 
     bestfit: np.ndarray
@@ -328,6 +437,8 @@ class ToyFitResults(_ToDict):
     time_s: float
     toy_data: np.ndarray | None = None
     n_iter: np.ndarray | None = field(default=None)
+    toy_index: np.ndarray | None = None
+    pars: np.ndarray | None = None
 
     @property
     def n_toys(self) -> int:
@@ -342,3 +453,177 @@ class ToyFitResults(_ToDict):
             f"ToyFitResults(n_toys={self.n_toys}, n_failed={self.n_failed}, "
             f"device={self.device!r}, seed={self.seed}, time_s={self.time_s:.3g})"
         )
+
+    @classmethod
+    def concatenate(cls, parts: Any) -> ToyFitResults:
+        """One result from runs of the same toys' sequence (e.g. jobs with the same ``seed``
+        and disjoint ``first_toy`` ranges), ordered by ``toy_index``: equal, array by array,
+        to one run over the union of the ranges. Fits of given datasets are appended in order.
+
+        Raises:
+            TypeError: ``parts`` is not a non-empty sequence of ToyFitResults.
+            ValueError: parts of different models, seeds or generating parameters, toys present
+                twice, generated toys mixed with given datasets, or ``toy_data`` / ``n_iter``
+                kept by some parts only.
+        """
+        from nextstat import toyio
+
+        return toyio.concatenate(cls, parts)
+
+    def save(self, path: Any) -> None:
+        """Write to ``path`` (a ``.npz`` archive with JSON metadata, written atomically; format:
+        :mod:`nextstat.resultfile`)."""
+        from nextstat import toyio
+
+        toyio.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> ToyFitResults:
+        """Read a file written by :meth:`save`; ValueError if it holds anything else."""
+        from nextstat import toyio
+
+        return toyio.load(cls, path)
+
+    def to_dataframe(self):
+        """One row per toy (index ``toy``: ``toy_index``, else the row number): the best-fit
+        parameters (one column per parameter), ``nll``, ``converged`` and ``n_iter``. Needs
+        pandas."""
+        import pandas as pd
+
+        index = np.arange(self.n_toys) if self.toy_index is None else self.toy_index
+        df = pd.DataFrame(self.bestfit, columns=list(self.parameter_names), index=pd.Index(index, name="toy"))
+        df["nll"] = self.nll
+        df["converged"] = self.converged
+        if self.n_iter is not None:
+            df["n_iter"] = self.n_iter
+        return df
+
+    def _repr_html_(self) -> str:
+        ok = self.converged
+        mean = self.bestfit[ok].mean(axis=0) if ok.any() else np.full(len(self.parameter_names), np.nan)
+        std = self.bestfit[ok].std(axis=0) if ok.any() else mean
+        rows = [(n, float(m), float(sd)) for n, m, sd in zip(self.parameter_names, mean, std)]
+        table = _html_table(rows, ["parameter", "mean", "std. dev."], caption="best fits of the converged toys")
+        items = {"toys": self.n_toys, "failed fits": self.n_failed, "seed": self.seed,
+                 "toys of the sequence": _index_range(self.toy_index), "device": self.device,
+                 "time (s)": self.time_s}
+        return _html_summary("ToyFitResults", items, table, ok=self.n_failed == 0)
+
+
+def _index_range(index: np.ndarray | None) -> str:
+    """``"a ... b-1"`` for contiguous toy indices, else their count and extremes."""
+    if index is None:
+        return "given datasets"
+    if index.size == 0:
+        return "none"
+    lo, hi = int(index.min()), int(index.max())
+    return f"{lo} ... {hi}" if hi - lo + 1 == index.size else f"{index.size} of {lo} ... {hi}"
+
+
+@dataclass(frozen=True, repr=False)
+class ToyDistributions(_ToDict):
+    """Sampled test-statistic distributions of a toy-based hypothesis test (pyhf 0.7.6
+    ``ToyCalculator.distributions``), mergeable across jobs.
+
+    :func:`nextstat.infer.toys.toy_distributions` makes them, and
+    :func:`nextstat.infer.toys.hypotest_from_toys` turns them into CLs (what
+    :func:`nextstat.infer.toys.hypotest_toys` returns). Toy ``i`` of a hypothesis is the same
+    pseudo-experiment in every run with the same ``seed``, so jobs with disjoint ``first_toy``
+    ranges merged by :meth:`concatenate` equal one run over the union of the ranges.
+
+    Attributes:
+        mu_test, test_stat: the hypothesis tested and the statistic.
+        q_obs, mu_hat: observed test statistic and best-fit POI on the observed data.
+        observed_converged: the fits to the observed data (free, conditional at ``mu_test``,
+            and the background-only conditional fit that generates the b toys) converged.
+        q_sb, ok_sb, index_sb: signal+background toys: statistic, whether its fits converged
+            (failed toys are kept here and excluded from the p-values), position in the
+            sequence; shape (n_sb,) each.
+        q_b, ok_b, index_b: the same for the background-only toys (for ``q0``: the toys at
+            POI = 1), shape (n_b,).
+        pars_sb, pars_b: parameters the two sets were generated at, shape (n_params,).
+        parameter_names, seed, device, time_s: the model's names and what generated them.
+    """
+
+    mu_test: float
+    test_stat: str
+    q_obs: float
+    mu_hat: float
+    observed_converged: bool
+    q_sb: np.ndarray
+    ok_sb: np.ndarray
+    index_sb: np.ndarray
+    q_b: np.ndarray
+    ok_b: np.ndarray
+    index_b: np.ndarray
+    pars_sb: np.ndarray
+    pars_b: np.ndarray
+    parameter_names: tuple[str, ...]
+    seed: int
+    device: str = "cpu"
+    time_s: float = 0.0
+
+    @property
+    def n_toys(self) -> tuple[int, int]:
+        """Toys generated (signal+background, background-only), failed ones included."""
+        return int(self.q_sb.size), int(self.q_b.size)
+
+    @property
+    def n_failed(self) -> int:
+        """Toys whose fits did not converge (both hypotheses)."""
+        return int(np.count_nonzero(~self.ok_sb) + np.count_nonzero(~self.ok_b))
+
+    def __repr__(self) -> str:
+        return (f"ToyDistributions(mu_test={_fmt(self.mu_test)}, test_stat={self.test_stat!r}, "
+                f"q_obs={_fmt(self.q_obs)}, n_toys={self.n_toys}, n_failed={self.n_failed}, seed={self.seed})")
+
+    @classmethod
+    def concatenate(cls, parts: Any) -> ToyDistributions:
+        """One set of distributions from runs of the same test (same model, ``mu_test``,
+        ``test_stat``, ``seed`` and observed data), each hypothesis ordered by toy index.
+
+        Raises:
+            TypeError: ``parts`` is not a non-empty sequence of ToyDistributions.
+            ValueError: parts of different tests, seeds or observed fits, or toys present twice.
+        """
+        from nextstat import toyio
+
+        return toyio.concatenate(cls, parts)
+
+    def save(self, path: Any) -> None:
+        """Write to ``path`` (``.npz`` with JSON metadata, atomically; :mod:`nextstat.resultfile`)."""
+        from nextstat import toyio
+
+        toyio.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> ToyDistributions:
+        """Read a file written by :meth:`save`; ValueError if it holds anything else."""
+        from nextstat import toyio
+
+        return toyio.load(cls, path)
+
+    def to_dataframe(self):
+        """One row per toy: ``hypothesis`` (``"s+b"`` or ``"b"``), ``toy`` (index in the
+        sequence), ``q`` and ``converged``. Needs pandas."""
+        import pandas as pd
+
+        return pd.DataFrame({
+            "hypothesis": ["s+b"] * self.q_sb.size + ["b"] * self.q_b.size,
+            "toy": np.r_[self.index_sb, self.index_b].astype(np.int64),
+            "q": np.r_[self.q_sb, self.q_b],
+            "converged": np.r_[self.ok_sb, self.ok_b].astype(bool),
+        })
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for name, q, ok, index, pars in (("s+b", self.q_sb, self.ok_sb, self.index_sb, self.pars_sb),
+                                         ("b", self.q_b, self.ok_b, self.index_b, self.pars_b)):
+            good = q[ok]
+            tail = float(np.mean(good >= self.q_obs)) if good.size else None
+            rows.append((name, int(q.size), int(np.count_nonzero(~ok)), _index_range(index), tail))
+        table = _html_table(rows, ["toys", "generated", "failed", "toys of the sequence", "P(q \u2265 q_obs)"])
+        items = {"mu tested": self.mu_test, "test statistic": self.test_stat, "q observed": self.q_obs,
+                 "mu hat": self.mu_hat, "observed fits converged": self.observed_converged, "seed": self.seed,
+                 "device": self.device, "time (s)": self.time_s}
+        return _html_summary("ToyDistributions", items, table, ok=self.observed_converged and self.n_failed == 0)

@@ -184,7 +184,7 @@ def _import_optuna(what: str) -> Any:
     except ImportError as exc:
         raise ImportError(
             f"{what} needs Optuna, an optional dependency of nextstat: "
-            "pip install 'nextstat[tune]' (or pip install optuna)"
+            "pip install 'nextstat-hep[tune]' (or pip install optuna)"
         ) from exc
     return optuna
 
@@ -294,7 +294,7 @@ def significance_objective(
         ``optuna.create_study(direction=objective.direction)``.
 
     Raises:
-        ImportError: Optuna is not installed (``pip install 'nextstat[tune]'``).
+        ImportError: Optuna is not installed (``pip install 'nextstat-hep[tune]'``).
         ValueError, TypeError: invalid arguments (checked here, not at the first trial).
     """
     _import_optuna("significance_objective")

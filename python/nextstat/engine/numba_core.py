@@ -30,8 +30,10 @@ import os
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.extending import get_cython_function_address
+
+from nextstat.engine.jit import kernel, leaf
 
 # scipy.special.gammaln, bound into compiled code by symbol name (so kernels stay cacheable):
 # the function pyhf uses, so that terms such as gammaln(1.9e11) in shapesys constraints of
@@ -39,6 +41,7 @@ from numba.extending import get_cython_function_address
 llvm.add_symbol("nextstat_scipy_gammaln",
                 get_cython_function_address("scipy.special.cython_special", "gammaln"))
 _gammaln = types.ExternalFunction("nextstat_scipy_gammaln", types.float64(types.float64))
+
 
 def _limit_blas_threads() -> None:
     """Compiled kernels call SciPy's BLAS/LAPACK on small matrices (at most a few hundred rows),
@@ -77,13 +80,9 @@ _SMALL_DENSE = 24  # Cholesky order, and dense Gauss-Newton solves
 _SMALL_GRAM = 20000  # bins x params^2 for J^T diag(w) J
 _EXACT_EDM = 1e-2  # EDM below which a slow Gauss-Newton fit switches to the exact Hessian
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
-# kernels that allocate nothing run without reference counting: with it, each call of a kernel
-# taking the model's ~25 arrays made ~60 atomic refcount updates, most of a small model's pass
-_LEAF = dict(_JIT, _nrt=False)
 
 
-@njit(**_LEAF)
+@leaf
 def scalar_factor(kind, x, lhi, llo, coef, t, deriv=True):
     """Factor f(x) and its first two derivatives for the scalar multiplicative term ``t``
     (``lhi``, ``llo``: log of its hi and lo factors; ``coef[t]``: its code4 polynomial). The
@@ -115,7 +114,7 @@ def scalar_factor(kind, x, lhi, llo, coef, t, deriv=True):
     return f, f1, f2
 
 
-@njit(**_LEAF)
+@leaf
 def histo_coeffs(code, x, out, k):
     """Coefficients ``c = out[k]`` of an additive histosys delta, which is linear in the bin's
     variations: ``delta = c[0] up + c[1] dn``, ``d delta / dx = c[2] up + c[3] dn``,
@@ -178,7 +177,7 @@ def histo_coeffs(code, x, out, k):
     out[k, 5] = -q2
 
 
-@njit(**_LEAF)
+@leaf
 def _excl1(pnz, nz, f):
     """Product of all factors but one (value f), from the product of non-zero factors ``pnz``
     and the count of zero factors ``nz``; exact when factors vanish (e.g. mu = 0)."""
@@ -187,7 +186,7 @@ def _excl1(pnz, nz, f):
     return pnz / f if nz == 0 else 0.0
 
 
-@njit(**_LEAF)
+@leaf
 def _excl2(pnz, nz, fa, fb):
     """Product of all factors but two (values fa, fb); see :func:`_excl1`."""
     rest = nz - (1 if fa == 0.0 else 0) - (1 if fb == 0.0 else 0)
@@ -197,7 +196,7 @@ def _excl2(pnz, nz, fa, fb):
     return pnz / den
 
 
-@njit(**_LEAF)
+@leaf
 def _sym_add(H, a, b, v):
     """Add v to H[a, b] and H[b, a], storing into the lower triangle only (the caller mirrors
     it): 2 v on the diagonal when a == b."""
@@ -209,7 +208,7 @@ def _sym_add(H, a, b, v):
         H[a, a] += 2.0 * v
 
 
-@njit(**_JIT)
+@kernel
 def _block_sizes(A):
     """Largest block's bin count, scalar-term count and histosys-term count (each >= 1)."""
     blk_nb, sc_ptr, hs_ptr = A[1], A[4], A[10]
@@ -223,7 +222,7 @@ def _block_sizes(A):
     return maxnb, maxk, maxh
 
 
-@njit(**_JIT)
+@kernel
 def pass_scratch(A):
     """Scratch buffers for :func:`model_pass`, sized for the model's largest block; allocate
     once per fit and reuse (a small model's pass is otherwise mostly allocation)."""
@@ -231,7 +230,7 @@ def pass_scratch(A):
     return (np.empty((maxh, 6)), np.empty((3, maxnb)), np.empty(maxnb, dtype=np.int64), np.empty((4, maxk)))
 
 
-@njit(**_JIT)
+@kernel
 def _point_buffers(F, o, B, P):
     """(nu (B,), J (B, P), g (P,), dcon (P,), r (B,), w (B,)) as views of F from offset o."""
     J = F[o + B:o + B + B * P].reshape(B, P)
@@ -240,7 +239,7 @@ def _point_buffers(F, o, B, P):
         F[o2 + 2 * P + B:o2 + 2 * P + 2 * B]
 
 
-@njit(**_JIT)
+@kernel
 def _workspace(A, P):
     """Every buffer a fit needs, as views of two allocations (an allocation costs ~0.1 us, a
     small model's Newton iteration ~1 us): the :func:`pass_scratch` tuple; rates, Jacobian,
@@ -273,7 +272,7 @@ def _workspace(A, P):
     return S, cur, nxt, trial, gsel, xw, dfull, Mw, I[maxnb:]
 
 
-@njit(**_LEAF)
+@leaf
 def model_pass(theta, r, A, mode, out, J, H, S):
     """One pass over all blocks (``S``: :func:`pass_scratch`).
 
@@ -435,7 +434,7 @@ def model_pass(theta, r, A, mode, out, J, H, S):
                         _sym_add(H, pq, pq2, v)
 
 
-@njit(**_JIT)
+@kernel
 def expected_main(theta, A):
     """Expected main-bin rates, shape (n_bins,)."""
     nu = np.zeros(A[18])
@@ -443,7 +442,7 @@ def expected_main(theta, A):
     return nu
 
 
-@njit(**_JIT)
+@kernel
 def expected_blocks(theta, A):
     """Expected yields of every (channel, sample) block, flat (aligned with ``A.nom``)."""
     out = np.zeros(A[3].shape[0])
@@ -451,7 +450,7 @@ def expected_blocks(theta, A):
     return out
 
 
-@njit(**_LEAF)
+@leaf
 def _poisson_nll(nu, n):
     """-sum_b [xlogy(n_b, nu_b) - nu_b - gammaln(n_b + 1)]; +inf where nu_b <= 0 < n_b.
 
@@ -467,7 +466,7 @@ def _poisson_nll(nu, n):
     return s
 
 
-@njit(**_LEAF)
+@leaf
 def constraint_nll(theta, aux, AUX):
     """Constraint part of the NLL in pyhf's form (all constants included)."""
     par, kind, sigma, tau = AUX
@@ -490,7 +489,7 @@ def constraint_nll(theta, aux, AUX):
     return s
 
 
-@njit(**_JIT)
+@kernel
 def nll(theta, data, A, AUX):
     """Negative log-likelihood (scalar) for data = main + auxiliary."""
     nb = A[18]
@@ -501,7 +500,7 @@ def nll(theta, data, A, AUX):
     return s + constraint_nll(theta, data[nb:], AUX)
 
 
-@njit(**_LEAF)
+@leaf
 def dev_term(lam, n):
     """``lam - n - n ln(lam / n)``: a Poisson NLL term minus its saturated (theta-free) value,
     via ``log1p`` near ``lam = n`` so that huge counts (shapesys ``tau`` ~ 1e11) keep full
@@ -516,7 +515,7 @@ def dev_term(lam, n):
     return lam - n - n * math.log(lam / n)
 
 
-@njit(**_JIT)
+@kernel
 def constraint_dev(theta, aux, AUX):
     """Constraint NLL minus its theta-free constant: ``z^2 / 2`` (Gaussian) and
     :func:`dev_term` (Poisson). Differences between two points equal those of
@@ -524,7 +523,7 @@ def constraint_dev(theta, aux, AUX):
     return _constraint_terms(theta, aux, AUX, np.empty(0), np.empty(0), False)
 
 
-@njit(**_LEAF)
+@leaf
 def _constraint_terms(theta, aux, AUX, g, dcon, want):
     """:func:`constraint_dev`; with ``want`` also adds its gradient to ``g`` (P,) and its
     curvature (the Hessian is diagonal) to ``dcon`` (P,)."""
@@ -551,7 +550,7 @@ def _constraint_terms(theta, aux, AUX, g, dcon, want):
     return s
 
 
-@njit(**_LEAF)
+@leaf
 def _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, jac):
     """:func:`nll_dev` at ``theta`` into preallocated buffers (``S``: :func:`pass_scratch`):
     the rates ``nu`` (B,); with ``jac`` also the Jacobian ``J`` (B, P), gradient ``g`` (P,),
@@ -589,7 +588,7 @@ def _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, jac):
     return f + _constraint_terms(theta, data[nb:], AUX, g, dcon, jac)
 
 
-@njit(**_JIT)
+@kernel
 def nll_dev(theta, data, A, AUX):
     """NLL minus a theta-independent constant (the saturated likelihood), computed without the
     cancellation of pyhf's form. The fit compares these values: with a shapesys constraint of
@@ -598,7 +597,7 @@ def nll_dev(theta, data, A, AUX):
     return _eval(theta, data, A, AUX, pass_scratch(A), np.empty(A[18]), np.empty((0, 0)), e, e, e, e, False)
 
 
-@njit(**_JIT)
+@kernel
 def _rates_jac(theta, A):
     nb = A[18]
     P = theta.shape[0]
@@ -608,7 +607,7 @@ def _rates_jac(theta, A):
     return nu, J
 
 
-@njit(**_LEAF)
+@leaf
 def _pyhf_nll(theta, data, A, AUX, nu):
     """pyhf's NLL (:func:`nll`) from the rates ``nu`` at ``theta``."""
     nb = A[18]
@@ -618,7 +617,7 @@ def _pyhf_nll(theta, data, A, AUX, nu):
     return f + constraint_nll(theta, data[nb:], AUX)
 
 
-@njit(**_JIT)
+@kernel
 def _grad_parts(theta, data, A, AUX):
     """(nll, gradient, Jacobian J (B, P), Gauss-Newton weights w = n / nu^2 (B,),
     residual r = 1 - n / nu (B,), constraint curvature (P,)); nll = inf where undefined."""
@@ -635,7 +634,7 @@ def _grad_parts(theta, data, A, AUX):
     return _pyhf_nll(theta, data, A, AUX, nu), g, J, w, r, dcon
 
 
-@njit(**_LEAF)
+@leaf
 def _gram_into(J, w, sel, M):
     """Lower triangle of ``J_s^T diag(w) J_s`` over the columns ``sel`` into the leading
     m x m block of ``M`` (plain loops, for small problems; the upper triangle is not written)."""
@@ -654,7 +653,7 @@ def _gram_into(J, w, sel, M):
                     M[a, c] += v * J[b, sel[c]]
 
 
-@njit(**_JIT)
+@kernel
 def _gram_lower(J, w, sel):
     """:func:`_gram_into` into a new (m, m) array whose strict upper triangle is 0."""
     m = sel.shape[0]
@@ -663,7 +662,7 @@ def _gram_lower(J, w, sel):
     return M
 
 
-@njit(**_JIT)
+@kernel
 def submatrix(H, sel):
     """``H[sel][:, sel]`` as a new C-order array."""
     m = sel.shape[0]
@@ -674,7 +673,7 @@ def submatrix(H, sel):
     return Hs
 
 
-@njit(**_JIT)
+@kernel
 def _hess_lower(theta, J, w, r, dcon, A, exact, S, H):
     """Lower triangle of the Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint
     curvature, with ``exact`` also sum_b r_b d^2 nu_b (the exact Hessian), into ``H`` (P, P);
@@ -696,7 +695,7 @@ def _hess_lower(theta, J, w, r, dcon, A, exact, S, H):
         H[i, i] += dcon[i]
 
 
-@njit(**_JIT)
+@kernel
 def _hessian(theta, J, w, r, dcon, A, exact, S):
     """Gauss-Newton matrix J^T diag(w) J plus the (diagonal) constraint curvature; with
     ``exact`` also sum_b r_b d^2 nu_b, which makes it the exact Hessian. Full symmetric (P, P)."""
@@ -709,7 +708,7 @@ def _hessian(theta, J, w, r, dcon, A, exact, S):
     return H
 
 
-@njit(**_LEAF)
+@leaf
 def _mask_lower(H, keep):
     """Take the parameters with ``keep[i]`` False out of the system held in H's lower triangle:
     their rows and columns become those of the identity (the solution there is the right-hand
@@ -725,7 +724,7 @@ def _mask_lower(H, keep):
         H[i, i] = 1.0
 
 
-@njit(**_JIT)
+@kernel
 def _factor_inplace(H):
     """Cholesky factor of the symmetric matrix in H's lower triangle, in place (lower, C order;
     the strict upper triangle is not used and left as it was). Returns ok."""
@@ -735,14 +734,14 @@ def _factor_inplace(H):
     return _potrf(H) == 0
 
 
-@njit(**_JIT)
+@kernel
 def nll_grad(theta, data, A, AUX):
     """(nll, gradient) with the analytic Jacobian of the expected rates."""
     f, g, _, _, _, _ = _grad_parts(theta, data, A, AUX)
     return f, g
 
 
-@njit(**_JIT)
+@kernel
 def nll_grad_hess(theta, data, A, AUX, exact):
     """(nll, gradient, Hessian). ``exact=False`` gives the Gauss-Newton matrix
     J^T diag(n / nu^2) J (plus the exact constraint Hessian), which is positive semi-definite;
@@ -775,7 +774,7 @@ _dsyrk = types.ExternalFunction("nextstat_dsyrk", types.void(_I, _I, _I, _I, _I,
 # temporary view; offset the parent's address instead.
 
 
-@njit(**_JIT)
+@kernel
 def _after(chars, ints, reals):
     """A value read from each argument after a raw call: keeps these buffers alive through
     the call (see above). Returns ints[-1] (the routine's ``info`` where it has one)."""
@@ -784,7 +783,7 @@ def _after(chars, ints, reals):
     return ints[ints.shape[0] - 1]
 
 
-@njit(**_JIT)
+@kernel
 def _syrk_lower(Jw, H):
     """Lower triangle of ``H = Jw^T Jw`` (BLAS ``dsyrk``) for C-order ``Jw`` (B, P) and
     ``H`` (P, P); H's strict upper triangle is left as it was. Fortran sees Jw as Jw^T
@@ -798,7 +797,7 @@ def _syrk_lower(Jw, H):
     _after(chars, ints, reals)
 
 
-@njit(**_JIT)
+@kernel
 def _lapack_spd(routine, a):
     """LAPACK ``dpotrf`` (routine 0) or ``dpotri`` (1) with UPLO "U" on the C-order square
     matrix ``a`` in place: Fortran's upper triangle is C's lower one. Returns LAPACK's info
@@ -815,21 +814,21 @@ def _lapack_spd(routine, a):
     return _after(chars, ints, reals)
 
 
-@njit(**_JIT)
+@kernel
 def _potrf(a):
     """In-place lower Cholesky factor (C order) of the symmetric matrix in ``a``'s lower
     triangle (LAPACK ``dpotrf``); returns info."""
     return _lapack_spd(0, a)
 
 
-@njit(**_JIT)
+@kernel
 def _potri(a):
     """In-place inverse from the lower Cholesky factor in ``a`` (LAPACK ``dpotri``); the
     result is in the lower triangle. Returns info."""
     return _lapack_spd(1, a)
 
 
-@njit(**_LEAF)
+@leaf
 def _chol_inplace(M, n):
     """Cholesky factor of the leading n x n block of ``M`` in place: reads and overwrites its
     lower triangle (the upper is untouched). Plain loops, for small matrices. Returns ok."""
@@ -849,7 +848,7 @@ def _chol_inplace(M, n):
     return True
 
 
-@njit(**_JIT)
+@kernel
 def _chol(M):
     """Cholesky factor of a symmetric matrix; (ok, L) with L lower, C order. Plain loops for
     small matrices (a LAPACK call costs more than the arithmetic there), LAPACK otherwise."""
@@ -874,7 +873,7 @@ def _chol(M):
     return True, L
 
 
-@njit(**_LEAF)
+@leaf
 def _lower_solve(L, x, n):
     """Solve L y = x in place over the leading n x n block of L (lower triangular, C order)."""
     for i in range(n):
@@ -884,7 +883,7 @@ def _lower_solve(L, x, n):
         x[i] = t / L[i, i]
 
 
-@njit(**_LEAF)
+@leaf
 def _upper_solve(L, x, n):
     """Solve L^T y = x in place over the leading n x n block of L (lower triangular, C order)."""
     for i in range(n - 1, -1, -1):
@@ -894,7 +893,7 @@ def _upper_solve(L, x, n):
         x[i] = t / L[i, i]
 
 
-@njit(**_JIT)
+@kernel
 def _chol_solve(L, rhs):
     """Solve L L^T x = rhs (1-D) for a Cholesky factor L; returns a new array."""
     x = rhs.copy()
@@ -903,7 +902,7 @@ def _chol_solve(L, rhs):
     return x
 
 
-@njit(**_JIT)
+@kernel
 def _gn_dense(J, w, dcon, sel, rhs, ridge):
     """Solve (J_s^T diag(w) J_s + diag(dcon_s) + ridge I) x = rhs over the parameters ``sel``
     with a dense Cholesky (small problems). Returns (ok, x)."""
@@ -917,7 +916,7 @@ def _gn_dense(J, w, dcon, sel, rhs, ridge):
     return True, _chol_solve(L, rhs)
 
 
-@njit(**_LEAF)
+@leaf
 def _row_residual(U, a, c, y):
     """``c - U[a] . y`` (row ``a`` of a 2-D array, no view created)."""
     for b in range(y.shape[0]):
@@ -925,7 +924,7 @@ def _row_residual(U, a, c, y):
     return c
 
 
-@njit(**_JIT)
+@kernel
 def _gn_solve(Ut, D, rhs, ridge):
     """Solve (diag(D) + U^T U + ridge I) x = rhs in bin space (Woodbury identity).
 
@@ -1012,7 +1011,7 @@ def _gn_solve(Ut, D, rhs, ridge):
     return True, x
 
 
-@njit(**_JIT)
+@kernel
 def _exact_factor(theta, J, w, r, dcon, A, keep, S, H):
     """Cholesky factor (in ``H``, (P, P), lower) of the exact Hessian over the parameters with
     ``keep`` True, the others masked to the identity (:func:`_mask_lower`). Returns ok."""
@@ -1021,7 +1020,7 @@ def _exact_factor(theta, J, w, r, dcon, A, keep, S, H):
     return _factor_inplace(H)
 
 
-@njit(**_LEAF)
+@leaf
 def _gn_dense_into(J, w, dcon, sel, gs, ridge, M, x):
     """Solve (J_s^T diag(w) J_s + diag(dcon_s) + ridge I) x = -gs over the parameters ``sel``
     in the caller's buffers (``M`` at least m x m, ``x`` at least m): no allocation, for small
@@ -1038,7 +1037,7 @@ def _gn_dense_into(J, w, dcon, sel, gs, ridge, M, x):
     return True
 
 
-@njit(**_JIT)
+@kernel
 def _gn_direction(J, w, dcon, sel, gs, ridge0, M, x):
     """Gauss-Newton step over the parameters ``sel`` (gradient ``gs``) with ``ridge0`` added to
     the diagonal (Levenberg-Marquardt damping; 0 for a plain step): in the work buffers ``M``,
@@ -1078,15 +1077,7 @@ def _gn_direction(J, w, dcon, sel, gs, ridge0, M, x):
     return False, mgs
 
 
-@njit(**_JIT)
-def _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify=True):
-    """:func:`_newton_ws` with a new :func:`_workspace`."""
-    theta, f, g, it, status, edm, L, dev = _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L,
-                                                     certify, _workspace(A, theta0.shape[0]))
-    return theta, f, g, it, _final_status(status, f, dev, theta), edm, L, dev
-
-
-@njit(**_LEAF)
+@leaf
 def _final_status(status, f, dev, theta):
     """``status``, or ``FIT_NONFINITE_RESULT`` where a fit converged on a non-finite NLL or
     parameter (converged never comes with those)."""
@@ -1098,7 +1089,7 @@ def _final_status(status, f, dev, theta):
     return status if ok else FIT_NONFINITE_RESULT
 
 
-@njit(**_JIT)
+@kernel
 def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certify, W):
     """:func:`newton_fit` in the buffers ``W`` (:func:`_workspace`; the returned gradient is a
     view of them), also returning the Cholesky factor ``L`` of the exact Hessian over all free
@@ -1156,7 +1147,8 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
             idx[m] = i
             m += 1
         if m == 0:
-            return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, 0.0, L_out, f
+            f_out = _pyhf_nll(theta, data, A, AUX, nu)
+            return theta, f_out, g, it, _final_status(FIT_CONVERGED, f_out, f, theta), 0.0, L_out, f
         sel = idx[:m]
         gs = gsel[:m]
         act[:] = False
@@ -1189,7 +1181,8 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
                 if edm_gn < tol:
                     if want_L and m == n_free and _exact_factor(theta, J, w, r, dcon, A, act, S, Hw):
                         L_out = Hw
-                    return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm_gn, L_out, f
+                    f_out = _pyhf_nll(theta, data, A, AUX, nu)
+                    return theta, f_out, g, it, _final_status(FIT_CONVERGED, f_out, f, theta), edm_gn, L_out, f
         if exact:
             # the exact Hessian over all P parameters, inactive ones masked to the identity
             _hess_lower(theta, J, w, r, dcon, A, True, S, Hw)
@@ -1226,7 +1219,8 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
                     L_out = L
                 elif _exact_factor(theta, J, w, r, dcon, A, act, S, Hw):
                     L_out = Hw
-            return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, FIT_CONVERGED, edm, L_out, f
+            f_out = _pyhf_nll(theta, data, A, AUX, nu)
+            return theta, f_out, g, it, _final_status(FIT_CONVERGED, f_out, f, theta), edm, L_out, f
         # Gauss-Newton converges linearly; switch to the exact Hessian where that is slow near
         # the minimum (where Newton's quadratic convergence holds), or very slow anywhere
         if not exact and ((edm > 0.1 * prev_edm and edm < _EXACT_EDM) or edm > 0.5 * prev_edm):
@@ -1311,11 +1305,12 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
         return theta, np.inf, g, it, status, edm, L_out, np.inf
     if not cur:
         f = _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, True)
-    return theta, _pyhf_nll(theta, data, A, AUX, nu), g, it, status, edm, L_out, f
+    f_out = _pyhf_nll(theta, data, A, AUX, nu)
+    return theta, f_out, g, it, _final_status(status, f_out, f, theta), edm, L_out, f
 
 
-@njit(**_JIT)
-def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, certify=True):
+@kernel
+def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, certify):
     """Bounded second-order minimisation of the NLL.
 
     Steps start as Gauss-Newton (Fisher-scoring-like: J^T diag(n/nu^2) J plus the exact
@@ -1327,17 +1322,18 @@ def newton_fit(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, certify=True):
     backtracking Armijo line search on the NLL.
 
     Values are compared in the stable deviance form (:func:`nll_dev`); the returned NLL is
-    pyhf's form at the final point. ``certify``: see :func:`_newton`.
+    pyhf's form at the final point. ``certify``: see :func:`_newton_ws`.
 
     Returns:
         theta (P,), nll, gradient (P,), n_iter, status (FIT_*), edm.
     """
-    theta, f, g, it, status, edm, _, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False, certify)
+    theta, f, g, it, status, edm, _, _ = _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False, certify,
+                                                   _workspace(A, theta0.shape[0]))
     return theta, f, g, it, status, edm
 
 
 # ------------------------------------------------------------------------------ Hesse
-@njit(**_JIT)
+@kernel
 def _spd_inverse_small(a, factored):
     """:func:`_spd_inverse` with plain loops (small matrices, where a LAPACK call costs more
     than the arithmetic): X = L^-1 by forward substitution, then a = X^T X."""
@@ -1366,7 +1362,7 @@ def _spd_inverse_small(a, factored):
     return True
 
 
-@njit(**_JIT)
+@kernel
 def _spd_inverse(a, factored):
     """Inverse of a symmetric positive-definite matrix, in place in ``a`` (C order).
 
@@ -1389,7 +1385,7 @@ def _spd_inverse(a, factored):
     return True
 
 
-@njit(**_JIT)
+@kernel
 def _hesse_degenerate(H, free):
     """Covariance from a Hessian ``H`` (P, P) that is not positive definite over the free
     parameters ``free``: parameters without curvature (|H_ii| <= 1e-12 of the largest, e.g. a
@@ -1419,12 +1415,12 @@ def _hesse_degenerate(H, free):
     return cov
 
 
-@njit(**_JIT)
+@kernel
 def hesse_cov(theta, data, fixed, A, AUX, L):
     """Covariance = inverse of the exact analytic Hessian over the free parameters (Hesse).
 
     ``L``: the Cholesky factor of that Hessian at ``theta`` if already known (from
-    :func:`_newton`: (P, P), fixed parameters masked to the identity), which is overwritten;
+    :func:`_newton_ws`: (P, P), fixed parameters masked to the identity), which is overwritten;
     else a 0 x 0 array. Returns ``(cov (P, P), posdef)``: fixed parameters get zero rows and
     columns; where the Hessian is not positive definite, :func:`_hesse_degenerate` and
     ``posdef`` is False."""
@@ -1452,16 +1448,17 @@ def hesse_cov(theta, data, fixed, A, AUX, L):
     return a, True
 
 
-@njit(**_JIT)
+@kernel
 def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse):
-    """One call for a whole fit (the hot path of :func:`nextstat.fit`): :func:`_newton`, then
+    """One call for a whole fit (the hot path of :func:`nextstat.fit`): :func:`_newton_ws`, then
     Hesse (reusing the final exact Hessian when the fit computed it) on packed model buffers
     (:func:`pack`), which keeps the call overhead small for small models.
 
     Returns theta, nll, n_iter, status, edm, covariance, errors, correlation, posdef, and masks
     of the fixed parameters (a copy of ``fixed``) and of free parameters that ended on a bound."""
     A, AUX = unpack(FB, IB)
-    theta, f, g, it, status, edm, L, _ = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, do_hesse)
+    theta, f, g, it, status, edm, L, _ = _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, do_hesse, True,
+                                                   _workspace(A, theta0.shape[0]))
     P = theta.shape[0]
     posdef = True
     if do_hesse and np.isfinite(f):
@@ -1489,16 +1486,17 @@ def fit_with_errors(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol, do_hesse)
     return theta, f, it, status, edm, cov, err, corr, posdef, fixed_out, at_limit
 
 
-@njit(**_JIT)
+@kernel
 def fit_dev(theta0, data, lo, hi, fixed, FB, IB, maxiter, tol):
     """A fit without Hesse on packed buffers, for test statistics: returns theta, nll (pyhf's
     form), :func:`nll_dev` (the cancellation-free form), status, n_iter, edm."""
     A, AUX = unpack(FB, IB)
-    theta, f, _, it, status, edm, _, dev = _newton(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
+    theta, f, _, it, status, edm, _, dev = _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, False, True,
+                                                     _workspace(A, theta0.shape[0]))
     return theta, f, dev, status, it, edm
 
 
-@njit(**_JIT)
+@kernel
 def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W):
     """Start for the conditional fit at POI = ``mu`` from a free optimum ``theta_hat``: the
     nuisance parameters moved along the profile's tangent, ``theta + H_tt^-1 H_tm (mu_hat - mu)``
@@ -1542,16 +1540,14 @@ def profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W):
     return plain
 
 
-@njit(**_JIT)
+@kernel
 def _conditional(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, maxiter, tol):
     W = _workspace(A, theta_hat.shape[0])
     start = profile_start(theta_hat, mu, data, lo, hi, fixed, poi, A, AUX, W)
-    theta, f, g, it, status, edm, L, dev = _newton_ws(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False,
-                                                     True, W)
-    return theta, f, g, it, _final_status(status, f, dev, theta), edm, L, dev
+    return _newton_ws(start, data, lo, hi, fixed, A, AUX, maxiter, tol, False, True, W)
 
 
-@njit(**_JIT)
+@kernel
 def fit_dev_conditional(theta_hat, mu, data, lo, hi, fixed, poi, FB, IB, maxiter, tol):
     """:func:`fit_dev` of the conditional fit at POI = ``mu`` (``fixed`` includes the POI),
     started from :func:`profile_start` of the free optimum ``theta_hat``."""
@@ -1561,7 +1557,7 @@ def fit_dev_conditional(theta_hat, mu, data, lo, hi, fixed, poi, FB, IB, maxiter
     return theta, f, dev, status, it, edm
 
 
-@njit(**_JIT)
+@kernel
 def _expected_data(theta, A, AUX):
     par, kind, _, tau = AUX
     nb = A[18]
@@ -1573,7 +1569,7 @@ def _expected_data(theta, A, AUX):
     return out
 
 
-@njit(**_JIT)
+@kernel
 def expected_data(theta, FB, IB):
     """Expected main rates then expected auxiliary data (theta for Gaussian constraints,
     tau * gamma for Poisson ones), pyhf's order; packed buffers."""
@@ -1581,7 +1577,7 @@ def expected_data(theta, FB, IB):
     return _expected_data(theta, A, AUX)
 
 
-@njit(**_JIT)
+@kernel
 def asymptotic_fits(init, mu, data, lo, hi, fixed, fixed_poi, poi, asimov_mu, FB, IB, maxiter, tol):
     """The five fits of an asymptotic test of POI = ``mu`` in one call (a small model's test is
     otherwise mostly call overhead), with the starts that
@@ -1598,16 +1594,17 @@ def asymptotic_fits(init, mu, data, lo, hi, fixed, fixed_poi, poi, asimov_mu, FB
     thetas = np.empty((5, P))
     stats = np.empty((5, 5))
     asimov = data
+    W = _workspace(A, P)
     for k in range(5):
         if k == 0:
-            out = _newton(init, data, lo, hi, fixed, A, AUX, maxiter, tol, False)
+            out = _newton_ws(init, data, lo, hi, fixed, A, AUX, maxiter, tol, False, True, W)
         elif k == 1:
             out = _conditional(thetas[0], mu, data, lo, hi, fixed_poi, poi, A, AUX, maxiter, tol)
         elif k == 2:
             out = _conditional(thetas[0], asimov_mu, data, lo, hi, fixed_poi, poi, A, AUX, maxiter, tol)
         elif k == 3:
             asimov = _expected_data(thetas[2], A, AUX)
-            out = _newton(thetas[2], asimov, lo, hi, fixed, A, AUX, maxiter, tol, False)
+            out = _newton_ws(thetas[2], asimov, lo, hi, fixed, A, AUX, maxiter, tol, False, True, W)
         else:
             out = _conditional(thetas[3], mu, asimov, lo, hi, fixed_poi, poi, A, AUX, maxiter, tol)
         theta, f, _, it, status, edm, _, dev = out
@@ -1642,7 +1639,7 @@ def pack(A, AUX):
     return np.ascontiguousarray(FB), np.ascontiguousarray(IB)
 
 
-@njit(**_JIT)
+@kernel
 def unpack(FB, IB):
     """``(A, AUX)`` from :func:`pack`'s buffers (views)."""
     i = IB[1:16]

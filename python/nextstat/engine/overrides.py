@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from nextstat.engine import numba_core as core
+from nextstat.engine.jit import kernel
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 #: statistic codes of :func:`profiled_statistic`
 STAT_Q0, STAT_QMU = 0, 1
@@ -118,7 +117,7 @@ def nominal_replacement(model, samples: Sequence[str]) -> NominalReplacement:
                               nom_old, hs_pos, hs_rix, unit_up, unit_dn, unit_arrays)
 
 
-@njit(**_JIT)
+@kernel
 def replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h):
     """The model arrays ``A`` with nominal ``h`` (R,) on the replaced bins (see module doc)."""
     nom = A[3].copy()
@@ -133,14 +132,14 @@ def replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h):
             up, dn, A[16], A[17], A[18])
 
 
-@njit(**_JIT)
+@kernel
 def _rep_coefficients(theta, A_unit, rep_flat):
     """d rate / d h of each replaced bin at theta, (R,)."""
     blocks = core.expected_blocks(theta, A_unit)
     return blocks[rep_flat]
 
 
-@njit(**_JIT)
+@kernel
 def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A, A_unit, AUX, aux_data,
                        main_obs, use_obs, theta_asimov, init_free, init_cond, lo, hi, fixed_free, fixed_cond,
                        poi, mu_test, stat, maxiter, tol):
@@ -212,7 +211,7 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
     return t, grad, tf, tc, sf, sc, itf, itc
 
 
-@njit(**_JIT)
+@kernel
 def expected_auxdata(theta, AUX):
     """Expected auxiliary data at ``theta`` (as ``Model.expected_auxdata``): the parameter for a
     Gaussian constraint, ``tau * gamma`` for a Poisson one."""
@@ -224,7 +223,7 @@ def expected_auxdata(theta, AUX):
     return out
 
 
-@njit(**_JIT)
+@kernel
 def _flat_layout(A):
     """``A`` with every flat (per-block) bin as its own main bin: rates and Jacobians of these
     arrays are per block bin (``blk_b0 = blk_off``, ``n_bins`` = number of flat bins)."""
@@ -232,7 +231,7 @@ def _flat_layout(A):
             A[14], A[15], A[16], A[17], np.int64(A[3].shape[0]))
 
 
-@njit(**_JIT)
+@kernel
 def _interior(theta, fixed, lo, hi):
     """Indices of the free parameters strictly inside their bounds."""
     P = theta.shape[0]
@@ -245,7 +244,7 @@ def _interior(theta, fixed, lo, hi):
     return idx[:m]
 
 
-@njit(**_JIT)
+@kernel
 def newton_polish(theta, data, lo, hi, fixed, A, AUX):
     """One exact Newton step from a converged fit over the free parameters (not fixed, not on a
     bound), taken when it stays inside the bounds and the EDM is below 1e-8 (the quadratic
@@ -274,7 +273,7 @@ def newton_polish(theta, data, lo, hi, fixed, A, AUX):
     return out
 
 
-@njit(**_JIT)
+@kernel
 def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A, A_unit, AUX, aux_obs,
                             main_obs, init_free, init_cond, init_asimov, init_acond, lo, hi, fixed_free,
                             fixed_cond, poi, mu_test, maxiter, tol):

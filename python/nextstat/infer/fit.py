@@ -97,7 +97,7 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
             Fixed parameters stay at these values.
         fixed_params: boolean mask, shape (n_params,); default ``model.fixed_params``.
         par_bounds: shape (n_params, 2); default ``model.suggested_bounds()``.
-        hesse: compute covariance and errors (otherwise they are zero).
+        hesse: compute covariance and errors (otherwise they are None).
         maxiter: iteration limit. tol: convergence threshold on the EDM.
 
     Returns:
@@ -156,8 +156,8 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
             message += (f"; no curvature in {', '.join(flat[:5])}{' ...' if len(flat) > 5 else ''}: "
                         "their errors are not defined by Hesse (reported as 0; use a profile scan)")
     return FitResult._build(
-        bestfit=theta, errors=err, covariance=cov, correlation=corr,
-        parameter_names=model._names, poi_index=model.poi_index,
+        bestfit=theta, errors=err if hesse else None, covariance=cov if hesse else None,
+        correlation=corr if hesse else None, parameter_names=model._names, poi_index=model.poi_index,
         nll=f, edm=edm, converged=converged, n_iter=n_iter,
         time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed,
         at_limit=at_limit, posdef=posdef,
@@ -225,6 +225,8 @@ def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarra
 def fixed_poi_fit(model: Model, mu: float, *, data: Any = None, init_pars: Any = None,
                   fixed_params: Any = None, par_bounds: Any = None, hesse: bool = False) -> FitResult:
     """Fit with the POI fixed at ``mu`` (the conditional fit theta-hat-hat(mu))."""
+    if model.poi_index is None:
+        raise ValueError("model: a POI is required for a fit with the POI fixed")
     init = model.suggested_init() if init_pars is None else model._pars(init_pars, "init_pars").copy()
     init[model.poi_index] = mu
     fixed = _fixed_mask(model, fixed_params)

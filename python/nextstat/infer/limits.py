@@ -12,6 +12,7 @@ from nextstat.infer.fit import hesse
 from nextstat.infer.hypotest import AsymptoticCalculator
 from nextstat.model import Model
 from nextstat.results import UpperLimitResult
+from nextstat.progress import resolve as progress_rule
 
 #: the POI's upper bound is doubled at most this many times while the CLs curves stay above
 #: alpha at the bound (root mode, default ``mu_range``)
@@ -27,7 +28,7 @@ def _cls_curves(calc: AsymptoticCalculator, mu_values: np.ndarray, progress: boo
 
     curves = np.empty((len(mu_values), 6))
     converged = True
-    for i, mu in enumerate(tqdm(mu_values, desc="CLs scan", disable=not progress, leave=False)):
+    for i, mu in enumerate(tqdm(mu_values, desc="CLs scan", disable=not progress_rule(progress), leave=False)):
         curves[i], ok = _evaluate(calc, float(mu))
         converged &= ok
     return curves[:, 0], curves[:, 1:], converged
@@ -71,7 +72,7 @@ def _result(observed: float, expected: np.ndarray, alpha: float, mus: np.ndarray
 
 def upper_limit(model: Model, *, alpha: float = 0.05, data: Any = None, scan: Any = None,
                 mu_range: tuple[float, float] | None = None, test_stat: str = "qtilde",
-                rtol: float = 1e-6, progress: bool = False, init_pars: Any = None,
+                rtol: float = 1e-6, progress: bool | None = None, init_pars: Any = None,
                 par_bounds: Any = None, fixed_params: Any = None) -> UpperLimitResult:
     """Observed and expected (-2..+2 sigma) CLs upper limits on the POI at CL = 1 - ``alpha``.
 

@@ -24,6 +24,7 @@ from nextstat import workspace as wsmod
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.hypotest import AsymptoticCalculator
 from nextstat.model import from_pyhf
+from nextstat.progress import resolve as progress_rule
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -81,7 +82,7 @@ def scan_patches(
     *,
     mu: float = 1.0,
     executor: str | Executor | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     test_stat: str = "qtilde",
     n_workers: int | None = None,
 ) -> pd.DataFrame:
@@ -132,7 +133,7 @@ def scan_patches(
             duplicate patch names.
         WorkspaceError: a malformed workspace or patch. Any error raised while testing a patch
             carries a note (``exc.__notes__``) naming the patch.
-        ImportError: ``executor="ray"`` without Ray installed (``pip install 'nextstat[tune]'``).
+        ImportError: ``executor="ray"`` without Ray installed (``pip install 'nextstat-hep[tune]'``).
 
     Example::
 
@@ -161,7 +162,7 @@ def scan_patches(
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(ops), desc="patches", unit="patch", disable=not progress) as bar:
+    with tqdm(total=len(ops), desc="patches", unit="patch", disable=not progress_rule(progress)) as bar:
         if executor is None or executor == "serial":
             rows = []
             for name, patch in named:
@@ -296,42 +297,8 @@ def _run_futures(pool: Executor, fn: Callable[..., dict], args: tuple,
 
 def _run_ray(background: dict, named: list[tuple[str, list]], mu: float, test_stat: str,
              n_workers: int | None, bar: Any) -> list[dict]:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError("executor='ray' needs Ray, an optional dependency of nextstat: "
-                          "pip install 'nextstat[tune]' (or pip install 'ray[tune]')") from exc
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=n_workers, include_dashboard=False)
-    pending: dict[Any, int] = {}
-    try:
-        task = ray.remote(num_cpus=1)(_task)
-        background_ref = ray.put(background)
-        # a Ray we started has n_workers CPUs; on someone else's, cap the tasks in flight
-        limit = len(named) if (n_workers is None or started) else n_workers
-        rows: list[dict | None] = [None] * len(named)
-        queue = iter(enumerate(named))
+    """Ray tasks by the one Ray policy (:func:`nextstat.infer.executors.ray_map`)."""
+    from nextstat.infer.executors import ray_map
 
-        def submit() -> None:
-            for i, (_, patch) in queue:
-                pending[task.remote(background_ref, mu, test_stat, patch)] = i
-                return
-
-        for _ in range(limit):
-            submit()
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                i = pending.pop(ref)
-                with _naming(named[i][0]):
-                    rows[i] = ray.get(ref)
-                bar.update()
-                submit()
-        return rows  # type: ignore[return-value]
-    finally:
-        if started:
-            ray.shutdown()
-        else:
-            for ref in pending:  # after an error: do not leave our tasks on a shared cluster
-                ray.cancel(ref)
+    return ray_map(_task, (background, mu, test_stat), [(patch,) for _, patch in named], n_workers=n_workers,
+                   on_done=lambda i, row: bar.update(), context=lambda i: _naming(named[i][0]))

@@ -11,10 +11,11 @@ from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.model import Model
 from nextstat.results import ProfileScanResult
+from nextstat.progress import resolve as progress_rule
 
 
 def profile_scan(model: Model, mu_values: Any, *, data: Any = None, init_pars: Any = None,
-                 par_bounds: Any = None, fixed_params: Any = None, progress: bool = False) -> ProfileScanResult:
+                 par_bounds: Any = None, fixed_params: Any = None, progress: bool | None = None) -> ProfileScanResult:
     """Profile the NLL over the POI: ``2 (NLL(mu, theta_hat_hat(mu)) - NLL(mu_hat, theta_hat))``.
 
     Each conditional fit warm-starts from the previous point's optimum (points are visited in
@@ -43,7 +44,7 @@ def profile_scan(model: Model, mu_values: Any, *, data: Any = None, init_pars: A
     nll = np.empty(mus.size)
     best = np.empty((mus.size, model.n_params))
     conv = np.empty(mus.size, dtype=bool)
-    for i, mu in enumerate(tqdm(mus, desc="profile scan", disable=not progress, leave=False)):
+    for i, mu in enumerate(tqdm(mus, desc="profile scan", disable=not progress_rule(progress), leave=False)):
         start[model.poi_index] = mu
         r = fit(model, data=data, init_pars=start, fixed_params=fixed_c, par_bounds=bounds, hesse=False)
         nll[i], best[i], conv[i] = r.nll, r.bestfit, r.converged

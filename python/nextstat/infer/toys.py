@@ -1,420 +1,81 @@
 """Pseudo-experiments: batched toy fits and toy-based CLs (pyhf 0.7.6 ``ToyCalculator``).
 
-Toys
-    A toy is one draw of the full HistFactory likelihood's data at parameters ``pars``, as
-    pyhf's ``model.make_pdf(pars).sample()`` draws it (arXiv:1007.1727 sec. 2; pyhf
-    ``pdf.Model.make_pdf``): main counts ``n_b ~ Poisson(nu_b(pars))``, then the auxiliary data
-    of the Gaussian constraints ``a_p ~ Normal(theta_p, sigma_p)`` (normsys, histosys, lumi,
-    staterror) and of the Poisson constraints ``a_p ~ Poisson(tau_p * gamma_p)`` (shapesys).
-    The auxiliary data keep the model's order (``model.data`` layout), so a toy can be passed
-    as ``data`` anywhere.
+The pieces:
 
-Reproducibility
-    Toys are drawn on the CPU with NumPy's ``Generator(PCG64)`` on every device, in blocks of
-    :data:`RNG_BLOCK` toys; block ``k`` of stream ``s`` uses ``SeedSequence(seed,
-    spawn_key=(s, k))``. Toy ``i`` therefore depends only on the model, ``pars``, ``seed`` and
-    ``i``: not on ``n_toys``, ``chunk_size``, the thread count or the device. Each toy is fitted
-    independently of the others, so on one device a seed gives bit-identical results whatever
-    the thread count or chunking; CPU and CUDA fit the same pseudo-data and agree to the fits'
-    tolerance. Different NumPy versions may draw different numbers.
+* :mod:`nextstat.infer.toy_sampler`: the pseudo-data. Toy ``i`` of a seed depends only on the
+  model, the generating parameters, the seed and ``i``, so a run of toys ``[a, b)``
+  (``first_toy=a``) is the slice ``[a, b)`` of one long run: jobs with the same seed and
+  disjoint ranges split a run, and their results merge into that run's
+  (:meth:`~nextstat.results.ToyFitResults.concatenate`,
+  :meth:`~nextstat.results.ToyDistributions.concatenate`; files: ``save`` / ``load``).
+* :mod:`nextstat.infer.toy_fitters`: many independent fits on the CPU (compiled Newton, a
+  pool of threads) or CUDA (batched PyTorch); a toy's fit does not depend on the batch, thread
+  or process it runs in, so on one machine type a seed gives bit-identical results.
+* this module: :func:`fit_toys`, the toy-based test (:func:`toy_distributions` then
+  :func:`hypotest_from_toys`, both in one call: :func:`hypotest_toys`) and their p-values.
 
-CPU fits
-    Each toy is one call of the compiled bounded Newton fit
-    (:func:`nextstat.engine.numba_core.newton_fit`, ``nogil``: the GIL is released while it
-    runs), by a pool of threads over contiguous slices of toys. With ``n_threads=None`` the
-    pool is used only when a fit takes more than a millisecond: below that, the GIL-held call
-    overhead makes threads slower than one. While toys run, BLAS is held to one thread
-    (``threadpoolctl``): OpenBLAS's own threads oversubscribe the cores and made fits up to
-    20x slower in our measurements. A compiled loop over toys (``prange`` or a cached wrapper)
-    was not used: it took 30-70 s to compile, and Numba's cache does not see changes to the
-    core it calls.
+Splitting a toy-based test over jobs::
 
-Stalled fits
-    The compiled fit handles a singular Hessian itself (e.g. a one-bin shapesys toy with
-    auxiliary count 0: Levenberg-Marquardt damping after a failed line search). Fits that still
-    fail, or that hit ``maxiter``, are reported as not converged.
+    # job k of K (the same seed everywhere)
+    part = toy_distributions(model, 1.0, n_toys=1000, first_toy=1000 * k, seed=7)
+    part.save(f"toys_{k}.npz")
+    # afterwards
+    parts = [ToyDistributions.load(f"toys_{k}.npz") for k in range(K)]
+    result = hypotest_from_toys(ToyDistributions.concatenate(parts))
+    # the same numbers as hypotest_toys(model, 1.0, n_toys=1000 * K, seed=7)
 
-CUDA fits
-    :func:`nextstat.engine.torch_fit.batched_fit` on a whole chunk at once (float64); problems
-    that stop short of ``maxiter`` without converging (a stalled line search: the batched fit
-    has no damping) are refitted from the same start by the compiled CPU fit.
-
-Memory
-    Toys are generated and fitted ``chunk_size`` at a time; only the per-toy results
-    (``n_toys x n_params`` best fits) are kept, and the pseudo-data only with
-    ``return_data=True``. No per-toy Hessian is stored on the CPU.
+or over a Ray cluster in one call: ``hypotest_toys(model, 1.0, executor="ray")``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
-from tqdm.auto import tqdm
 
-from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer import test_statistics as ts
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
+from nextstat.infer.toy_fitters import (  # noqa: F401 - _FIT_DEFAULTS: used by the tests
+    _FIT_DEFAULTS,
+    _bar,
+    _chunk,
+    _chunks,
+    _CpuFitter,
+    _fitter,
+    _resolve_device,
+    _TorchFitter,
+)
+from nextstat.infer.toy_sampler import (  # noqa: F401 - re-exported
+    _STREAM_B,
+    _STREAM_FIT,
+    _STREAM_SB,
+    POISSON_LAM_MAX,
+    RNG_BLOCK,
+    _first_toy,
+    _n_toys,
+    _seed,
+    _ToySampler,
+    sample_toys,
+)
 from nextstat.model import Model
-from nextstat.results import FitResult, HypotestResult, ToyFitResults
+from nextstat.results import FitResult, HypotestResult, ToyDistributions, ToyFitResults
 
-__all__ = ["RNG_BLOCK", "expected_band", "fit_toys", "hypotest_toys", "sample_toys", "toy_pvalues"]
-
-#: toys drawn from one random stream block (see the module docstring).
-RNG_BLOCK = 256
+__all__ = ["RNG_BLOCK", "expected_band", "fit_toys", "hypotest_from_toys", "hypotest_toys", "sample_toys",
+           "toy_distributions", "toy_pvalues"]
 
 #: normal-distribution percentiles of the expected band, -2 ... +2 sigma (pyhf
 #: ``ToyCalculator.expected_pvalues``).
 _BAND_PERCENTILES = np.array([2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681])
 
-# random streams: fit_toys, signal+background toys, background-only toys
-_STREAM_FIT, _STREAM_SB, _STREAM_B = 0, 1, 2
-
-_CPU_CHUNK = 4096
-
-#: toy fits use nextstat.fit's iteration limit and tolerance unless told otherwise
-_FIT_DEFAULTS = {k: inspect.signature(fit).parameters[k].default for k in ("maxiter", "tol")}
-#: with n_threads=None, toys are fitted on several threads only when one fit takes longer
-_THREADS_MIN_FIT_S = 1e-3
-
-
-# ------------------------------------------------------------------------------------------
-# Pseudo-data
-# ------------------------------------------------------------------------------------------
-
-
-#: the largest rate numpy's Poisson sampler accepts (``numpy/random/_common.pyx``: int64 max
-#: minus 10 sqrt of it); larger expected rates are refused before sampling
-POISSON_LAM_MAX = float(np.iinfo(np.int64).max - np.sqrt(np.iinfo(np.int64).max) * 10)
-
-
-class _ToySampler:
-    """Draws toys of ``model`` at ``pars``; rows ``[start, stop)`` of an endless sequence."""
-
-    def __init__(self, model: Model, pars: np.ndarray, seed: int, stream: int):
-        lam = model.expected_main(pars)
-        bad = np.flatnonzero(~np.isfinite(lam) | (lam < 0) | (lam > POISSON_LAM_MAX))
-        if bad.size:
-            raise ValueError(f"pars: the expected rate of main bin {int(bad[0])} at the parameters the toys are "
-                             f"generated at is {float(lam[bad[0]])!r}; toys need "
-                             f"finite rates in [0, {POISSON_LAM_MAX:.6g}] (numpy's Poisson sampler's limit)")
-        par, kind, sigma, tau = model.aux_arrays
-        gauss = kind == core.AUX_GAUSS
-        self.nb = model.n_bins
-        self.width = model.n_bins + model.n_aux
-        self.lam = lam
-        self.g_col = model.n_bins + np.flatnonzero(gauss)
-        self.g_loc = pars[par[gauss]]
-        self.g_scale = sigma[gauss]
-        self.p_col = model.n_bins + np.flatnonzero(~gauss)
-        self.p_rate = pars[par[~gauss]] * tau[~gauss]
-        if np.any(~np.isfinite(self.p_rate) | (self.p_rate < 0) | (self.p_rate > POISSON_LAM_MAX)):
-            raise ValueError("pars: a Poisson (shapesys) constraint rate tau * gamma is negative, not finite or "
-                             f"above {POISSON_LAM_MAX:.6g} (numpy's Poisson sampler's limit)")
-        self.seed = seed
-        self.stream = stream
-        self._cache: tuple[int, np.ndarray] | None = None
-
-    def block(self, k: int) -> np.ndarray:
-        """Toys ``k * RNG_BLOCK ... (k + 1) * RNG_BLOCK - 1``, shape (RNG_BLOCK, n_bins + n_aux)."""
-        if self._cache is not None and self._cache[0] == k:
-            return self._cache[1]
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(self.stream, k))))
-        out = np.empty((RNG_BLOCK, self.width))
-        # the order of pyhf's Simultaneous pdf: main Poisson, Gaussian constraints, Poisson constraints
-        out[:, :self.nb] = rng.poisson(self.lam, size=(RNG_BLOCK, self.nb))
-        out[:, self.g_col] = rng.normal(self.g_loc, self.g_scale, size=(RNG_BLOCK, self.g_col.size))
-        out[:, self.p_col] = rng.poisson(self.p_rate, size=(RNG_BLOCK, self.p_col.size))
-        self._cache = (k, out)
-        return out
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Toys ``start ... stop - 1``, shape (stop - start, n_bins + n_aux), C-contiguous."""
-        out = np.empty((stop - start, self.width))
-        i = start
-        while i < stop:
-            k, j = divmod(i, RNG_BLOCK)
-            n = min(RNG_BLOCK - j, stop - i)
-            out[i - start:i - start + n] = self.block(k)[j:j + n]
-            i += n
-        return out
-
-
-def _seed(seed: Any) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
-    return int(seed)
-
-
-def sample_toys(model: Model, pars: Any, n_toys: int, *, seed: int = 0) -> np.ndarray:
-    """Pseudo-data drawn at ``pars``: main and auxiliary data, shape (n_toys, n_bins + n_aux).
-
-    The same toys as :func:`fit_toys` fits for the same ``pars`` and ``seed`` (module docstring).
-
-    >>> import nextstat
-    >>> from nextstat.builders import build_workspace_from_histograms
-    >>> model = nextstat.from_pyhf(build_workspace_from_histograms([1.0, 2.0], {"b": [40.0, 30.0]}))
-    >>> toys = sample_toys(model, model.suggested_init(), 20000, seed=1)
-    >>> bool(np.allclose(toys.mean(0), model.expected_data(model.suggested_init()), rtol=0.02))
-    True
-    """
-    p = model._pars(pars)
-    n = _n_toys(n_toys, "n_toys")
-    return _ToySampler(model, p, _seed(seed), _STREAM_FIT).rows(0, n)
-
-
-def _n_toys(n: Any, name: str) -> int:
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {n!r}")
-    return int(n)
-
-
-# ------------------------------------------------------------------------------------------
-# Fitters: (data [N, D], init [N, P], fixed [P]) -> theta [N, P], nll [N], converged [N], n_iter [N]
-# ------------------------------------------------------------------------------------------
-
-
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-class _CpuFitter:
-    """Compiled Newton fits, one toy per call, over a pool of threads."""
-
-    device = "cpu"
-
-    def __init__(self, model: Model, bounds: np.ndarray, *, n_threads: int | None, maxiter: int, tol: float):
-        self.model = model
-        self.lo = np.ascontiguousarray(bounds[:, 0], dtype=np.float64)
-        self.hi = np.ascontiguousarray(bounds[:, 1], dtype=np.float64)
-        self.maxiter = int(maxiter)
-        self.tol = float(tol)
-        if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
-            raise ValueError(f"n_threads: expected an integer >= 1, got {n_threads!r}")
-        self.n_threads = _usable_cpus() if n_threads is None else int(n_threads)
-        # None: decided from the first fits' duration (threads cost more than they bring for
-        # fits of ~0.1 ms, where the GIL-held call overhead dominates); explicit n_threads > 1: always
-        self._threaded: bool | None = None if n_threads is None else self.n_threads > 1
-        self._pool: ThreadPoolExecutor | None = None
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> _CpuFitter:
-        self._stack.enter_context(_single_threaded_blas())
-        if self.n_threads > 1:
-            self._pool = self._stack.enter_context(ThreadPoolExecutor(self.n_threads, thread_name_prefix="nextstat-toys"))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._pool = None
-        self._stack.close()
-
-    def chunk_size(self) -> int:
-        return _CPU_CHUNK
-
-    def fit(self, data: np.ndarray, init: np.ndarray, fixed: np.ndarray,
-            on_done: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        N, P = init.shape
-        theta = np.empty((N, P))
-        nll = np.empty(N)
-        status = np.empty(N, dtype=np.int64)
-        n_iter = np.empty(N, dtype=np.int64)
-        fixed = np.ascontiguousarray(fixed, dtype=np.bool_)
-        A, AUX, lo, hi, maxiter, tol = self.model.arrays, self.model.aux_arrays, self.lo, self.hi, self.maxiter, self.tol
-
-        def run(start: int, stop: int) -> int:
-            for i in range(start, stop):
-                th, f, _, it, st, _ = core.newton_fit(init[i], data[i], lo, hi, fixed, A, AUX, maxiter, tol)
-                theta[i] = th
-                nll[i] = f
-                status[i] = st
-                n_iter[i] = it
-            return stop - start
-
-        a = 0
-        if N and self._threaded is None:
-            # time a few fits (this also compiles on first use) to decide whether threads pay
-            on_done(run(0, 1))
-            a = min(N, 5)
-            t = time.perf_counter()
-            on_done(run(1, a))
-            if a > 1:
-                self._threaded = (time.perf_counter() - t) / (a - 1) > _THREADS_MIN_FIT_S
-        if a == N:
-            pass
-        elif self._pool is None or not self._threaded:
-            step = max(1, min(64, (N - a) // 8))
-            for s in range(a, N, step):
-                on_done(run(s, min(N, s + step)))
-        else:
-            step = max(1, min(64, -(-(N - a) // (4 * self.n_threads))))
-            futures = [self._pool.submit(run, s, min(N, s + step)) for s in range(a, N, step)]
-            for fut in as_completed(futures):
-                on_done(fut.result())
-        return theta, nll, status == core.FIT_CONVERGED, n_iter
-
-
-def _refit_cpu(model: Model, row: np.ndarray, start: np.ndarray, lo: np.ndarray, hi: np.ndarray, fixed: np.ndarray,
-               maxiter: int, tol: float, i: int, theta: np.ndarray, nll: np.ndarray, converged: np.ndarray,
-               n_iter: np.ndarray) -> None:
-    """Refit toy ``i`` with the compiled CPU fit from ``start``; row ``i`` of the outputs is
-    replaced when that converges (``n_iter`` adds its iterations)."""
-    th, f, _, it, st, _ = core.newton_fit(np.ascontiguousarray(start), row, lo, hi, fixed, model.arrays,
-                                          model.aux_arrays, maxiter, tol)
-    n_iter[i] += it
-    if st == core.FIT_CONVERGED:
-        theta[i], nll[i], converged[i] = th, f, True
-
-
-class _TorchFitter:
-    """:func:`nextstat.engine.torch_fit.batched_fit` on a chunk of toys at once."""
-
-    def __init__(self, model: Model, bounds: np.ndarray, *, device: Any, maxiter: int, tol: float):
-        try:
-            import torch
-
-            from nextstat.engine.torch_fit import batched_fit
-            from nextstat.engine.torch_model import TorchModel
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise RuntimeError(f"device={str(device)!r}: the batched PyTorch fitter is unavailable ({exc})") from exc
-        self.torch = torch
-        self.batched_fit = batched_fit
-        self.tmodel = TorchModel(model, device=device, dtype=torch.float64)
-        self.device = str(self.tmodel.device)
-        self.model = model
-        self.lo = np.ascontiguousarray(bounds[:, 0], dtype=np.float64)
-        self.hi = np.ascontiguousarray(bounds[:, 1], dtype=np.float64)
-        self.bounds = torch.as_tensor(np.ascontiguousarray(bounds, dtype=np.float64), device=self.tmodel.device)
-        self.maxiter = int(maxiter)
-        self.tol = float(tol)
-        self.n_params = model.n_params
-        self.width = model.n_bins + model.n_aux
-
-    def __enter__(self) -> _TorchFitter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-    def chunk_size(self) -> int:
-        """Toys per batch: about a quarter of the free device memory for the fitter's
-        per-problem tensors (two P x P Hessians, the B x P Jacobian and their temporaries)."""
-        P, W = self.n_params, self.width
-        per_toy = 8 * (6 * P * P + 4 * W * P + 16 * (W + P))
-        budget = 2**31
-        if self.tmodel.device.type == "cuda":
-            free, _ = self.torch.cuda.mem_get_info(self.tmodel.device)
-            budget = free // 4
-        return int(min(65536, max(64, budget // per_toy)))
-
-    def fit(self, data: np.ndarray, init: np.ndarray, fixed: np.ndarray,
-            on_done: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        torch, dev = self.torch, self.tmodel.device
-        N = data.shape[0]
-        if N == 0:
-            P = self.n_params
-            return np.empty((0, P)), np.empty(0), np.empty(0, bool), np.empty(0, np.int64)
-        res = self.batched_fit(
-            self.tmodel,
-            torch.as_tensor(data, dtype=torch.float64, device=dev),
-            torch.as_tensor(init, dtype=torch.float64, device=dev),
-            torch.as_tensor(np.asarray(fixed, dtype=bool), device=dev),
-            self.bounds, maxiter=self.maxiter, tol=self.tol,
-        )
-        theta, nll, conv, n_iter = (np.array(t.detach().cpu().numpy()) for t in res)
-        theta, nll, conv, n_iter = theta.astype(np.float64), nll.astype(np.float64), conv.astype(bool), n_iter.astype(np.int64)
-        # problems that stopped short of the iteration limit (a stalled line search: the batched
-        # fit has no damping) get the compiled CPU fit, which handles singular Hessians
-        fixed = np.ascontiguousarray(fixed, dtype=np.bool_)
-        for i in np.flatnonzero(~conv & (n_iter < self.maxiter) & np.isfinite(nll)):
-            _refit_cpu(self.model, np.ascontiguousarray(data[i]), np.ascontiguousarray(init[i]), self.lo, self.hi, fixed,
-                    self.maxiter, self.tol, i, theta, nll, conv, n_iter)
-        on_done(N)
-        return theta, nll, conv, n_iter
-
-
-def _resolve_device(device: Any) -> str:
-    name = str(device)
-    if name == "auto":
-        try:
-            import torch
-        except ImportError:  # pragma: no cover
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    if name.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device={name!r}: CUDA is not available (torch {torch.__version__}, "
-                               f"torch.cuda.is_available() is False); use device='cpu' or 'auto'")
-        return name
-    raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-
-
-def _fitter(model: Model, bounds: np.ndarray, device: str, n_threads: int | None,
-            maxiter: int | None, tol: float | None) -> _CpuFitter | _TorchFitter:
-    maxiter = _FIT_DEFAULTS["maxiter"] if maxiter is None else maxiter
-    tol = _FIT_DEFAULTS["tol"] if tol is None else tol
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
-        raise ValueError(f"maxiter: expected an integer >= 1, got {maxiter!r}")
-    if device == "cpu":
-        return _CpuFitter(model, bounds, n_threads=n_threads, maxiter=maxiter, tol=tol)
-    return _TorchFitter(model, bounds, device=device, maxiter=maxiter, tol=tol)
-
-
-def _chunk(chunk_size: Any, fitter: _CpuFitter | _TorchFitter) -> int:
-    if chunk_size is None:
-        return fitter.chunk_size()
-    return _n_toys(chunk_size, "chunk_size")
-
-
-def _chunks(n: int, step: int, make: Callable[[int, int], np.ndarray],
-            background: bool) -> Iterator[tuple[int, int, np.ndarray]]:
-    """``(a, b, make(a, b))`` for the chunks ``[a, b)`` of ``range(n)``. With ``background``
-    the next chunk's data are made in a thread while the caller fits the current one (a GPU
-    fit leaves the CPU idle; NumPy's generators release the GIL); the data do not change."""
-    spans = [(a, min(n, a + step)) for a in range(0, n, step)]
-    if not background or len(spans) < 2:
-        for a, b in spans:
-            yield a, b, make(a, b)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(make, *spans[0])
-        for i, (a, b) in enumerate(spans):
-            d = nxt.result()
-            if i + 1 < len(spans):
-                nxt = pool.submit(make, *spans[i + 1])
-            yield a, b, d
-
-
-def _bar(total: int, progress: bool, desc: str, unit: str) -> tqdm:
-    return tqdm(total=total, disable=not progress, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+_EXECUTORS = (None, "serial", "ray")
+#: with executor="ray", each hypothesis's toys are cut into at most about this many tasks
+#: (whole RNG blocks each)
+_RAY_TASKS_PER_SET = 32
 
 
 # ------------------------------------------------------------------------------------------
@@ -422,8 +83,8 @@ def _bar(total: int, progress: bool, desc: str, unit: str) -> tqdm:
 # ------------------------------------------------------------------------------------------
 
 
-def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 0, device: str = "cpu",
-             data: Any = None, return_data: bool = False, progress: bool = True,
+def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 0, first_toy: int = 0,
+             device: str = "cpu", data: Any = None, return_data: bool = False, progress: bool | None = None,
              chunk_size: int | None = None, fixed_params: Any = None, init_pars: Any = None,
              par_bounds: Any = None, n_threads: int | None = None, maxiter: int | None = None,
              tol: float | None = None) -> ToyFitResults:
@@ -439,6 +100,9 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
         n_toys: number of toys; default 1000 (or the number of rows of ``data``).
         seed: integer >= 0. The same seed gives the same toys and, on one device, the same fits
             (module docstring).
+        first_toy: fit toys ``first_toy ... first_toy + n_toys - 1`` of the seed's sequence
+            (jobs with one seed and disjoint ranges split a run; merge them with
+            :meth:`ToyFitResults.concatenate <nextstat.results.ToyFitResults.concatenate>`).
         device: "cpu" (compiled core, all cores), "cuda" / "cuda:N" (batched PyTorch fitter),
             or "auto" (CUDA when available, else CPU).
         data: fit these datasets instead of generated toys: shape (n, n_bins + n_aux), or
@@ -455,7 +119,8 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
 
     Returns:
         :class:`~nextstat.results.ToyFitResults`: ``bestfit`` (n_toys, n_params), ``nll``,
-        ``converged``, ``n_iter``. Toys whose fit did not converge are kept and flagged
+        ``converged``, ``n_iter``, ``toy_index`` (positions in the sequence; None with
+        ``data``), ``pars``. Toys whose fit did not converge are kept and flagged
         (``converged`` False, counted by ``n_failed``); their ``bestfit`` and ``nll`` are where
         the fit stopped.
 
@@ -471,6 +136,7 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
     t0 = time.perf_counter()
     p = model._pars(pars)
     seed = _seed(seed)
+    first = _first_toy(first_toy)
     width = model.n_bins + model.n_aux
     sampler = None
     given = None
@@ -482,6 +148,8 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
         n = given.shape[0]
         if n_toys is not None and _n_toys(n_toys, "n_toys") != n:
             raise ValueError(f"n_toys: {n_toys} given with data of {n} rows; leave n_toys out")
+        if first:
+            raise ValueError(f"first_toy: {first_toy} given with data (the datasets are fitted as given)")
     init = p.copy() if init_pars is None else model._pars(init_pars, "init_pars").copy()
     fixed = _fixed_mask(model, fixed_params)
     bounds = _bounds(model, par_bounds)
@@ -494,7 +162,12 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
     toy_data = np.empty((n, width)) if return_data else None
     with _fitter(model, bounds, dev, n_threads, maxiter, tol) as fitter, _bar(n, progress, "Toy fits", "toy") as bar:
         step = _chunk(chunk_size, fitter)
-        make = sampler.rows if sampler is not None else (lambda a, b: np.ascontiguousarray(given[a:b]))
+        if sampler is not None:
+            def make(a: int, b: int) -> np.ndarray:
+                return sampler.rows(first + a, first + b)
+        else:
+            def make(a: int, b: int) -> np.ndarray:
+                return np.ascontiguousarray(given[a:b])
         for a, b, d in _chunks(n, step, make, isinstance(fitter, _TorchFitter) and sampler is not None):
             th, f, c, it = fitter.fit(d, np.tile(init, (b - a, 1)), fixed, bar.update)
             bestfit[a:b], nll[a:b], converged[a:b], n_iter[a:b] = th, f, c, it
@@ -507,6 +180,8 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
     return ToyFitResults(
         bestfit=bestfit, nll=nll, converged=converged, parameter_names=tuple(model.parameter_names),
         seed=seed, device=fitter.device, time_s=time.perf_counter() - t0, toy_data=toy_data, n_iter=n_iter,
+        toy_index=None if sampler is None else first + np.arange(n, dtype=np.int64),
+        pars=None if sampler is None else p.copy(),
     )
 
 
@@ -523,8 +198,6 @@ def _datasets(model: Model, data: Any) -> np.ndarray:
     if np.any(d[:, :model.n_bins] < 0):
         raise ValueError("data: main-bin counts must be >= 0")
     return np.ascontiguousarray(d)
-
-
 # ------------------------------------------------------------------------------------------
 # Toy-based hypothesis test
 # ------------------------------------------------------------------------------------------
@@ -578,16 +251,22 @@ def _needs_conditional(test_stat: str, mu: float, mu_hat: np.ndarray) -> np.ndar
     return np.ones(mu_hat.shape, dtype=bool)
 
 
+
 def _toy_statistics(fitter: _CpuFitter | _TorchFitter, sampler: _ToySampler, n: int, step: int,
                     start: np.ndarray, fixed: np.ndarray, poi: int, mu: float, test_stat: str,
-                    bar: tqdm) -> tuple[np.ndarray, np.ndarray]:
-    """Test statistic of ``n`` toys (free fit from ``start``, conditional fit from the free
-    fit with the POI at ``mu``). Returns (q [n], ok [n]); ok is False where a needed fit failed."""
+                    bar: Any, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Test statistic of toys ``first ... first + n - 1`` (free fit from ``start``, conditional
+    fit from the free fit with the POI at ``mu``). Returns (q [n], ok [n]); ok is False where a
+    needed fit failed."""
     q = np.zeros(n)
     ok = np.zeros(n, dtype=bool)
     cfixed = fixed.copy()
     cfixed[poi] = True
-    for a, b, d in _chunks(n, step, sampler.rows, isinstance(fitter, _TorchFitter)):
+
+    def make(a: int, b: int) -> np.ndarray:
+        return sampler.rows(first + a, first + b)
+
+    for a, b, d in _chunks(n, step, make, isinstance(fitter, _TorchFitter)):
         th, f_free, c_free, _ = fitter.fit(d, np.tile(start, (b - a, 1)), fixed, bar.update)
         mu_hat = th[:, poi]
         need = c_free & _needs_conditional(test_stat, mu, mu_hat)
@@ -606,25 +285,50 @@ def _toy_statistics(fitter: _CpuFitter | _TorchFitter, sampler: _ToySampler, n: 
     return q, ok
 
 
-@dataclass(frozen=True)
-class _Distributions:
-    """Observed statistic and the sampled ones, failed toys included (``ok`` False)."""
+def _toy_task(model: Model, fixed: np.ndarray, bounds: np.ndarray, mu: float, test_stat: str, maxiter: int | None,
+              tol: float | None, chunk_size: int | None, seed: int, stream: int, pars: np.ndarray, start: int,
+              stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """One Ray task: the statistics of toys ``[start, stop)`` of a stream, fitted on one CPU
+    thread exactly as :func:`_toy_statistics` fits them in the serial run."""
+    sampler = _ToySampler(model, pars, seed, stream)
+    with _fitter(model, bounds, "cpu", 1, maxiter, tol) as fitter, _bar(0, False, "", "fit") as bar:
+        return _toy_statistics(fitter, sampler, stop - start, _chunk(chunk_size, fitter), pars, fixed,
+                               model.poi_index, mu, test_stat, bar, first=start)
 
-    q_obs: float
-    mu_hat: float
-    observed_converged: bool
-    q_sb: np.ndarray
-    ok_sb: np.ndarray
-    q_b: np.ndarray
-    ok_b: np.ndarray
+
+def _ray_statistics(model: Model, sets: list[tuple[int, np.ndarray, int]], first: int, seed: int,
+                    fixed: np.ndarray, bounds: np.ndarray, mu: float, test_stat: str, maxiter: int | None,
+                    tol: float | None, chunk_size: int | None, n_workers: int | None,
+                    bar: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(q, ok) of each (stream, pars, n) set, its toys cut into Ray tasks of whole RNG blocks."""
+    from nextstat.infer.executors import ray_map
+
+    with _fitter(model, bounds, "cpu", 1, maxiter, tol) as fitter:  # bad maxiter / chunk_size: refused here
+        _chunk(chunk_size, fitter)
+    owner, tasks = [], []
+    for k, (stream, pars, n) in enumerate(sets):
+        span = RNG_BLOCK * max(1, -(-n // (RNG_BLOCK * _RAY_TASKS_PER_SET)))
+        for a in range(0, n, span):
+            owner.append(k)
+            tasks.append((stream, pars, first + a, first + min(n, a + span)))
+    shared = (model, fixed, bounds, mu, test_stat, maxiter, tol, chunk_size, seed)
+    results = ray_map(_toy_task, shared, tasks, n_workers=n_workers,
+                      on_done=lambda i, r: bar.update(2 * r[0].size))
+    out = []
+    for k in range(len(sets)):
+        parts = [r for r, o in zip(results, owner) if o == k]
+        out.append((np.concatenate([q for q, _ in parts]), np.concatenate([ok for _, ok in parts])))
+    return out
 
 
 def _toy_distributions(model: Model, mu: float, obs: np.ndarray, n_sb: int, n_b: int, seed: int, device: str,
                        test_stat: str, init: np.ndarray, fixed: np.ndarray, bounds: np.ndarray, *,
                        progress: bool, chunk_size: int | None, n_threads: int | None,
-                       maxiter: int | None, tol: float | None) -> _Distributions:
+                       maxiter: int | None, tol: float | None, first_toy: int = 0, executor: str | None = None,
+                       n_workers: int | None = None) -> ToyDistributions:
     """pyhf ``ToyCalculator.teststatistic`` and ``.distributions``: the statistic on the data,
     then on toys at theta_hathat(mu) (s+b) and theta_hathat(0) (b; theta_hathat(1) for q0)."""
+    t0 = time.perf_counter()
     poi = model.poi_index
     free = fit(model, data=obs, init_pars=init, fixed_params=fixed, par_bounds=bounds, hesse=False)
     mu_hat = float(free.bestfit[poi])
@@ -637,26 +341,110 @@ def _toy_distributions(model: Model, mu: float, obs: np.ndarray, n_sb: int, n_b:
         return fit(model, data=obs, init_pars=start, fixed_params=cfixed, par_bounds=bounds, hesse=False)
 
     cond = conditional(mu)
-    q_obs = ts.statistic(test_stat, mu, cond.nll, free.nll, mu_hat)
+    q_obs = float(ts.statistic(test_stat, mu, cond.nll, free.nll, mu_hat))
+    _check_observed(model.poi_name, mu, q_obs, mu_hat)
     mu_alt = 1.0 if test_stat == "q0" else 0.0
-    pars_sb = cond.bestfit
-    pars_b = cond.bestfit if mu_alt == mu else conditional(mu_alt).bestfit
-    sampler_sb = _ToySampler(model, pars_sb, seed, _STREAM_SB)
-    sampler_b = _ToySampler(model, pars_b, seed, _STREAM_B)
-    with _fitter(model, bounds, device, n_threads, maxiter, tol) as fitter, \
-            _bar(2 * (n_sb + n_b), progress, f"Toys at mu={mu:g}", "fit") as bar:
-        step = _chunk(chunk_size, fitter)
-        q_sb, ok_sb = _toy_statistics(fitter, sampler_sb, n_sb, step, pars_sb, fixed, poi, mu, test_stat, bar)
-        q_b, ok_b = _toy_statistics(fitter, sampler_b, n_b, step, pars_b, fixed, poi, mu, test_stat, bar)
-    return _Distributions(float(q_obs), mu_hat, bool(free.converged and cond.converged), q_sb, ok_sb, q_b, ok_b)
+    cond_b = cond if mu_alt == mu else conditional(mu_alt)
+    pars_sb, pars_b = cond.bestfit, cond_b.bestfit
+    sets = [(_STREAM_SB, pars_sb, n_sb), (_STREAM_B, pars_b, n_b)]
+    samplers = [_ToySampler(model, pars, seed, stream) for stream, pars, _ in sets]  # checks the rates
+    with _bar(2 * (n_sb + n_b), progress, f"Toys at mu={mu:g}", "fit") as bar:
+        if executor == "ray":
+            (q_sb, ok_sb), (q_b, ok_b) = _ray_statistics(model, sets, first_toy, seed, fixed, bounds, mu, test_stat,
+                                                         maxiter, tol, chunk_size, n_workers, bar)
+            dev = "cpu"
+        else:
+            with _fitter(model, bounds, device, n_threads, maxiter, tol) as fitter:
+                step = _chunk(chunk_size, fitter)
+                (q_sb, ok_sb), (q_b, ok_b) = [
+                    _toy_statistics(fitter, sampler, n, step, pars, fixed, poi, mu, test_stat, bar, first=first_toy)
+                    for sampler, (_, pars, n) in zip(samplers, sets)]
+                dev = fitter.device
+    return ToyDistributions(
+        mu_test=mu, test_stat=test_stat, q_obs=q_obs, mu_hat=mu_hat,
+        observed_converged=bool(free.converged and cond.converged and cond_b.converged),
+        q_sb=q_sb, ok_sb=ok_sb, index_sb=first_toy + np.arange(n_sb, dtype=np.int64),
+        q_b=q_b, ok_b=ok_b, index_b=first_toy + np.arange(n_b, dtype=np.int64),
+        pars_sb=pars_sb.copy(), pars_b=pars_b.copy(), parameter_names=tuple(model.parameter_names), seed=seed,
+        device=dev, time_s=time.perf_counter() - t0,
+    )
+
+
+def _check_observed(poi_name: str, mu: float, q_obs: float, mu_hat: float) -> None:
+    if not (math.isfinite(q_obs) and math.isfinite(mu_hat)):
+        raise ValueError(f"hypotest_toys: the observed test statistic at {poi_name} = {mu:g} is not finite: the "
+                         "hypothesis predicts no events in a bin with observed events, or the yields overflow")
+
+
+def toy_distributions(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_sb: int | None = None,
+                      n_toys_b: int | None = None, seed: int = 0, first_toy: int = 0, device: str = "cpu",
+                      test_stat: str = "qtilde", data: Any = None, init_pars: Any = None, par_bounds: Any = None,
+                      fixed_params: Any = None, progress: bool | None = None, chunk_size: int | None = None,
+                      n_threads: int | None = None, maxiter: int | None = None, tol: float | None = None,
+                      executor: str | None = None, n_workers: int | None = None) -> ToyDistributions:
+    """The sampled test-statistic distributions of a toy-based test of POI = ``mu``.
+
+    The first half of :func:`hypotest_toys` (arguments as there): the observed statistic and
+    the statistics of ``n_toys_sb`` signal+background and ``n_toys_b`` background-only toys,
+    toys ``first_toy ...`` of each hypothesis's sequence for ``seed``. Turn them into CLs with
+    :func:`hypotest_from_toys`. The parts of a run split over jobs (same seed and arguments,
+    disjoint ``first_toy`` ranges) merged with :meth:`ToyDistributions.concatenate
+    <nextstat.results.ToyDistributions.concatenate>` give the CLs of one run over the union
+    of the ranges, exactly.
+
+    Returns:
+        :class:`~nextstat.results.ToyDistributions` (failed toys included and flagged).
+
+    >>> import nextstat
+    >>> from nextstat.builders import build_workspace_from_histograms
+    >>> model = nextstat.from_pyhf(build_workspace_from_histograms([5.0], {"b": [50.0]}))
+    >>> whole = toy_distributions(model, 1.0, n_toys=60, seed=3, progress=False)
+    >>> parts = [toy_distributions(model, 1.0, n_toys=30, first_toy=a, seed=3, progress=False) for a in (30, 0)]
+    >>> merged = ToyDistributions.concatenate(parts)
+    >>> bool(np.array_equal(merged.q_b, whole.q_b)), hypotest_from_toys(merged).cls == hypotest_from_toys(whole).cls
+    (True, True)
+    """
+    if model.poi_index is None:
+        raise ValueError("model: a POI is required for hypothesis tests")
+    if test_stat not in ts.TEST_STATS:
+        raise ValueError(f"test_stat: expected one of {ts.TEST_STATS}, got {test_stat!r}")
+    if executor not in _EXECUTORS:
+        raise ValueError(f"executor: expected None, 'serial' or 'ray', got {executor!r}")
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer))
+                                  or n_workers < 1):
+        raise ValueError(f"n_workers: expected an integer >= 1 or None, got {n_workers!r}")
+    mu = float(mu)
+    if test_stat == "q0" and mu != 0.0:
+        warnings.warn(f"hypotest_toys: the q0 test statistic tests mu = 0 (discovery); mu = {mu!r} is ignored",
+                      UserWarning, stacklevel=3)
+        mu = 0.0
+    lo_poi, hi_poi = (model.suggested_bounds() if par_bounds is None else _bounds(model, par_bounds))[model.poi_index]
+    if not (math.isfinite(mu) and lo_poi <= mu <= hi_poi):
+        raise ValueError(f"mu: expected a finite value within the bounds [{lo_poi:g}, {hi_poi:g}] of the POI "
+                         f"{model.poi_name!r}, got {mu!r}")
+    n_sb = _n_toys(n_toys if n_toys_sb is None else n_toys_sb, "n_toys_sb")
+    n_b = _n_toys(n_toys if n_toys_b is None else n_toys_b, "n_toys_b")
+    seed = _seed(seed)
+    first = _first_toy(first_toy)
+    obs = model._data(data)
+    init = model.suggested_init() if init_pars is None else model._pars(init_pars, "init_pars").copy()
+    fixed = _fixed_mask(model, fixed_params)
+    bounds = _bounds(model, par_bounds)
+    dev = _resolve_device(device)
+    if executor == "ray" and dev != "cpu":
+        raise ValueError(f"device: executor='ray' fits the toys on the workers' CPUs; got device={device!r}")
+    return _toy_distributions(model, mu, obs, n_sb, n_b, seed, dev, test_stat, init, fixed, bounds,
+                              progress=progress, chunk_size=chunk_size, n_threads=n_threads, maxiter=maxiter,
+                              tol=tol, first_toy=first, executor=executor, n_workers=n_workers)
 
 
 def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_sb: int | None = None,
-                  n_toys_b: int | None = None, seed: int = 0, device: str = "cpu", test_stat: str = "qtilde",
-                  data: Any = None, init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None,
-                  return_expected: bool = True, progress: bool = True, chunk_size: int | None = None,
-                  n_threads: int | None = None, maxiter: int | None = None,
-                  tol: float | None = None) -> HypotestResult:
+                  n_toys_b: int | None = None, seed: int = 0, first_toy: int = 0, device: str = "cpu",
+                  test_stat: str = "qtilde", data: Any = None, init_pars: Any = None, par_bounds: Any = None,
+                  fixed_params: Any = None, return_expected: bool = True, progress: bool | None = None,
+                  chunk_size: int | None = None, n_threads: int | None = None, maxiter: int | None = None,
+                  tol: float | None = None, executor: str | None = None,
+                  n_workers: int | None = None) -> HypotestResult:
     """Hypothesis test of POI = ``mu`` with pseudo-experiments (pyhf 0.7.6 ``ToyCalculator``).
 
     As pyhf (following the LHC Higgs combination procedure, ATL-PHYS-PUB-2011-011): the test
@@ -684,7 +472,9 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
         model: compiled model. mu: tested POI value.
         n_toys: toys per hypothesis; ``n_toys_sb`` / ``n_toys_b`` override it per hypothesis.
         seed: integer >= 0; the two hypotheses use independent streams of it (module
-            docstring of :mod:`nextstat.infer.toys`).
+            docstring of :mod:`nextstat.infer.toy_sampler`).
+        first_toy: use toys ``first_toy ... first_toy + n - 1`` of each hypothesis's sequence
+            (a job's share of a run split over jobs; see :func:`toy_distributions`).
         device: "cpu", "cuda" / "cuda:N" or "auto", as in :func:`fit_toys`.
         test_stat: "qtilde", "q", "q0", "tmu" or "tmu_tilde".
         data: observed main + auxiliary data (or main only); default the model's.
@@ -692,56 +482,62 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
         return_expected: compute the expected band (``cls_expected``; ``p0_expected`` for q0).
         progress: tqdm progress bar (counts fits). chunk_size, n_threads, maxiter, tol: as in
             :func:`fit_toys`.
+        executor: where the toys are fitted: ``None`` / ``"serial"``: in this process
+            (``n_threads`` threads); ``"ray"``: Ray tasks of whole random-number blocks, one CPU
+            each, by the policy of :func:`nextstat.infer.executors.ray_map` (a running Ray is
+            used and left running, else a local one with ``n_workers`` CPUs is started and
+            shut down). Each toy is fitted as in the serial run, so the result is identical.
+            The fits to the observed data run here. Needs ``device="cpu"``.
+        n_workers: Ray CPUs to start, or tasks in flight on a running Ray (``executor="ray"``).
 
     Returns:
         :class:`~nextstat.results.HypotestResult` with ``calculator="toybased"``, the Monte
         Carlo errors, ``n_toys`` = (signal+background, background-only) toys used and
         ``n_failed_toys``. A toy whose free fit, or needed conditional fit, did not converge is
         excluded from the p-values and counted in ``n_failed_toys`` (a ``RuntimeWarning`` says
-        how many). CLs is NaN when no background-only toy reaches ``q_obs`` (CLb = 0).
+        how many).
 
     Raises:
-        ValueError: bad arguments. RuntimeError: every toy of a hypothesis failed.
+        ValueError: bad arguments; every toy of a hypothesis failed; no background-only toy
+        reaches ``q_obs`` (CLb = 0, CLs undefined) or, for q0, no signal toy does (p0 = 0):
+        generate more toys. ImportError: ``executor="ray"`` without Ray.
     """
-    if model.poi_index is None:
-        raise ValueError("model: a POI is required for hypothesis tests")
-    if test_stat not in ts.TEST_STATS:
-        raise ValueError(f"test_stat: expected one of {ts.TEST_STATS}, got {test_stat!r}")
-    mu = float(mu)
-    if test_stat == "q0" and mu != 0.0:
-        warnings.warn(f"hypotest_toys: the q0 test statistic tests mu = 0 (discovery); mu = {mu!r} is ignored",
-                      UserWarning, stacklevel=2)
-        mu = 0.0
-    lo_poi, hi_poi = (model.suggested_bounds() if par_bounds is None else _bounds(model, par_bounds))[model.poi_index]
-    if not (math.isfinite(mu) and lo_poi <= mu <= hi_poi):
-        raise ValueError(f"mu: expected a finite value within the bounds [{lo_poi:g}, {hi_poi:g}] of the POI "
-                         f"{model.poi_name!r}, got {mu!r}")
-    n_sb = _n_toys(n_toys if n_toys_sb is None else n_toys_sb, "n_toys_sb")
-    n_b = _n_toys(n_toys if n_toys_b is None else n_toys_b, "n_toys_b")
-    seed = _seed(seed)
-    obs = model._data(data)
-    init = model.suggested_init() if init_pars is None else model._pars(init_pars, "init_pars").copy()
-    fixed = _fixed_mask(model, fixed_params)
-    bounds = _bounds(model, par_bounds)
-    dev = _resolve_device(device)
+    d = toy_distributions(model, mu, n_toys=n_toys, n_toys_sb=n_toys_sb, n_toys_b=n_toys_b, seed=seed,
+                          first_toy=first_toy, device=device, test_stat=test_stat, data=data, init_pars=init_pars,
+                          par_bounds=par_bounds, fixed_params=fixed_params, progress=progress, chunk_size=chunk_size,
+                          n_threads=n_threads, maxiter=maxiter, tol=tol, executor=executor, n_workers=n_workers)
+    return _hypotest(d, return_expected, stacklevel=3)
 
-    d = _toy_distributions(model, mu, obs, n_sb, n_b, seed, dev, test_stat, init, fixed, bounds,
-                           progress=progress, chunk_size=chunk_size, n_threads=n_threads, maxiter=maxiter, tol=tol)
+
+def hypotest_from_toys(distributions: ToyDistributions, *, return_expected: bool = True) -> HypotestResult:
+    """CLs (or p0 for ``q0``) from sampled distributions: the second half of :func:`hypotest_toys`
+    (formulae there); toys whose fits failed are excluded and counted.
+
+    Raises:
+        TypeError: not a ToyDistributions. ValueError: every toy of a hypothesis failed, or the
+        tail fraction the result needs is 0 (add toys).
+    """
+    if not isinstance(distributions, ToyDistributions):
+        raise TypeError(f"distributions: expected a ToyDistributions, got {type(distributions).__name__}")
+    return _hypotest(distributions, return_expected, stacklevel=3)
+
+
+def _hypotest(d: ToyDistributions, return_expected: bool, stacklevel: int) -> HypotestResult:
     if not d.observed_converged:
         warnings.warn("hypotest_toys: a fit to the observed data did not converge (HypotestResult.converged is False)",
-                      ConvergenceWarning, stacklevel=2)
-    q_obs, mu_hat, q_sb, ok_sb, q_b, ok_b = d.q_obs, d.mu_hat, d.q_sb, d.ok_sb, d.q_b, d.ok_b
-    if not (math.isfinite(q_obs) and math.isfinite(mu_hat)):
-        raise ValueError(f"hypotest_toys: the observed test statistic at {model.poi_name} = {mu:g} is not finite: the "
-                         "hypothesis predicts no events in a bin with observed events, or the yields overflow")
-    n_failed = int(np.count_nonzero(~ok_sb) + np.count_nonzero(~ok_b))
-    q_sb, q_b = q_sb[ok_sb], q_b[ok_b]
+                      ConvergenceWarning, stacklevel=stacklevel)
+    q_obs, mu_hat, mu, test_stat = d.q_obs, d.mu_hat, d.mu_test, d.test_stat
+    _check_observed("the POI", mu, q_obs, mu_hat)
+    n_sb, n_b = d.n_toys
+    n_failed = d.n_failed
+    q_sb, q_b = d.q_sb[d.ok_sb], d.q_b[d.ok_b]
     if q_sb.size == 0 or q_b.size == 0:
         raise ValueError(f"hypotest_toys: the fits of every {'signal+background' if q_sb.size == 0 else 'background-only'} "
                          f"toy failed to converge; check the model or raise maxiter")
     if n_failed:
         warnings.warn(f"hypotest_toys: {n_failed} of {n_sb + n_b} toys had a fit that did not converge; "
-                      f"they are excluded from the p-values (HypotestResult.n_failed_toys)", ConvergenceWarning, stacklevel=2)
+                      f"they are excluded from the p-values (HypotestResult.n_failed_toys)", ConvergenceWarning,
+                      stacklevel=stacklevel)
     failed_fits = (("observed",) if not d.observed_converged else ()) + (("toys",) if n_failed else ())
     clsb_a, clb_a = toy_pvalues(q_sb, q_b, q_obs)
     clsb, clb = float(clsb_a), float(clb_a)

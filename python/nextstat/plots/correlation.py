@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from nextstat.plots._common import new_axes
 from nextstat.results import FitResult
 
-__all__ = ["draw_correlation", "plot_correlation", "correlated_parameters"]
+__all__ = ["draw_correlation", "plot_correlation", "correlated_parameters", "most_correlated"]
 
 #: matrices up to this size get each cell's value written in it
 ANNOTATE_MAX = 15
@@ -36,11 +36,30 @@ def correlated_parameters(correlation: np.ndarray, threshold: float) -> np.ndarr
     return np.flatnonzero(np.nanmax(off, axis=1, initial=0.0) >= threshold)
 
 
+def most_correlated(correlation: np.ndarray, keep: np.ndarray, top_n: int | None) -> np.ndarray:
+    """The ``top_n`` of the parameters ``keep`` with the largest ``|off-diagonal correlation|``
+    (with any parameter), sorted by index; all of ``keep`` when ``top_n`` is None.
+
+    >>> c = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.1], [0.0, 0.1, 1.0]])
+    >>> most_correlated(c, np.arange(3), 2)
+    array([0, 1])
+    """
+    if top_n is None:
+        return keep
+    if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1:
+        raise ValueError(f"top_n: expected a positive integer or None, got {top_n!r}")
+    corr = np.asarray(correlation, dtype=float)
+    off = np.abs(corr - np.diag(np.diag(corr)))
+    score = np.nanmax(off[keep], axis=1, initial=0.0)
+    return np.sort(keep[np.argsort(-score, kind="stable")[: int(top_n)]])
+
+
 def draw_correlation(
     correlation: np.ndarray,
     names: Sequence[str],
     *,
     threshold: float = 0.0,
+    top_n: int | None = None,
     ax: Axes | None = None,
 ) -> Figure:
     """Draw a correlation matrix as a heat map (red positive, blue negative, range -1..1).
@@ -53,13 +72,16 @@ def draw_correlation(
         correlation: correlation matrix, shape ``(n, n)``.
         names: parameter names, length ``n``.
         threshold: pruning threshold in ``[0, 1]``; 0 keeps all parameters.
+        top_n: of the parameters passing ``threshold``, keep the ``top_n`` with the largest
+            ``|off-diagonal correlation|`` (shown in their given order), so that large models
+            stay readable; None keeps all.
         ax: Axes to draw on; None creates a new ``Figure`` sized for the kept parameters.
 
     Returns:
         The Figure holding the axes (and a colour bar).
 
     Raises:
-        ValueError: on shape mismatch, or if no parameter passes ``threshold``.
+        ValueError: on shape mismatch, a bad ``top_n``, or if no parameter passes ``threshold``.
     """
     corr = np.asarray(correlation, dtype=float)
     if corr.shape != (len(names), len(names)):
@@ -69,6 +91,7 @@ def draw_correlation(
     keep = correlated_parameters(corr, threshold)
     if keep.size == 0:
         raise ValueError(f"no parameter has an |off-diagonal correlation| >= {threshold}")
+    keep = most_correlated(corr, keep, top_n)
     sub = corr[np.ix_(keep, keep)]
     labels = [names[i] for i in keep]
     k = len(keep)
@@ -95,7 +118,7 @@ def draw_correlation(
 
 
 def plot_correlation(
-    fit_result: FitResult, *, threshold: float = 0.0, ax: Axes | None = None
+    fit_result: FitResult, *, threshold: float = 0.0, top_n: int | None = None, ax: Axes | None = None
 ) -> Figure:
     """Heat map of a fit's correlation matrix (see :func:`draw_correlation`).
 
@@ -104,12 +127,15 @@ def plot_correlation(
     Args:
         fit_result: the fit.
         threshold: drop parameters whose largest ``|off-diagonal correlation|`` is below it.
+        top_n: keep only the ``top_n`` most correlated parameters (see :func:`draw_correlation`).
         ax: Axes to draw on; None creates a new ``Figure``.
 
     Returns:
         The Figure holding the axes.
     """
+    if fit_result.correlation is None:
+        raise ValueError("fit_result: has no correlation matrix (fit with hesse=True)")
     free = np.flatnonzero(~np.asarray(fit_result.fixed, dtype=bool))
     corr = np.asarray(fit_result.correlation)[np.ix_(free, free)]
     names = [fit_result.parameter_names[i] for i in free]
-    return draw_correlation(corr, names, threshold=threshold, ax=ax)
+    return draw_correlation(corr, names, threshold=threshold, top_n=top_n, ax=ax)

@@ -80,6 +80,8 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
 
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    if kind in ("brazil", "profile") and model.poi_index is None:
+        raise ValueError(f"model: a POI is required for the {kind} plot (pulls, corr and yields work without one)")
     result = fit(model, data=data)
     if not result.converged:
         raise ValueError(f"the fit did not converge ({result.message}); nothing to plot")

@@ -31,6 +31,8 @@ def draw_pulls(
     prior_sigma: np.ndarray,
     *,
     exclude: Iterable[str] | str | None = None,
+    top_n: int | None = None,
+    rank_by: str = "pull",
     ax: Axes | None = None,
 ) -> Figure:
     """Draw pulls ``(bestfit - init) / prior_sigma`` with error bars ``errors / prior_sigma``.
@@ -48,13 +50,18 @@ def draw_pulls(
         prior_sigma: constraint widths, shape ``(n,)``, in the parameters' own units;
             NaN or 0 for unconstrained parameters.
         exclude: names to leave out, exact or as shell-style patterns (``"staterror_*"``).
-        ax: Axes to draw on; None creates a new ``Figure`` sized for ``n`` rows.
+        top_n: draw only the ``top_n`` parameters ranked by ``rank_by``, in that order (first
+            on top), so that large models stay readable; None draws all in the given order.
+        rank_by: ``"pull"`` (largest ``|pull|`` first) or ``"constraint"`` (smallest
+            ``errors / prior_sigma`` first: the parameters the data constrain most).
+        ax: Axes to draw on; None creates a new ``Figure`` sized for the rows drawn.
 
     Returns:
         The Figure holding the axes (``ax.figure``).
 
     Raises:
-        ValueError: on mismatched shapes, or if no parameter is left to draw.
+        ValueError: on mismatched shapes, a bad ``top_n`` or ``rank_by``, or if no parameter
+            is left to draw.
     """
     n = len(names)
     bestfit = as_1d(bestfit, "bestfit", n)
@@ -66,6 +73,7 @@ def draw_pulls(
     if not keep.any():
         raise ValueError("no constrained parameter left to draw (all unconstrained or excluded)")
     idx = np.flatnonzero(keep)
+    idx, note = top_parameters(idx, bestfit, errors, init, prior_sigma, top_n, rank_by)
     pulls = (bestfit[idx] - init[idx]) / prior_sigma[idx]
     pull_err = errors[idx] / prior_sigma[idx]
     labels = [names[i] for i in idx]
@@ -85,9 +93,34 @@ def draw_pulls(
     reach = float(np.nanmax(np.abs(pulls) + pull_err))
     lim = max(3.0, np.ceil(reach * 1.1 * 2) / 2)
     ax.set_xlim(-lim, lim)
-    ax.set_xlabel(r"$(\hat{\theta} - \theta_0) / \Delta\theta$")
+    ax.set_xlabel(r"$(\hat{\theta} - \theta_0) / \Delta\theta$" + note)
     ax.tick_params(axis="y", length=0)
     return ax.figure
+
+
+def top_parameters(idx: np.ndarray, bestfit: np.ndarray, errors: np.ndarray, init: np.ndarray,
+                   prior_sigma: np.ndarray, top_n: int | None, rank_by: str) -> tuple[np.ndarray, str]:
+    """The ``top_n`` of the parameters ``idx`` ranked by ``rank_by`` (see :func:`draw_pulls`),
+    and a note for the axis label (empty when all are kept).
+
+    >>> top_parameters(np.arange(3), np.array([0.1, -2.0, 0.5]), np.ones(3), np.zeros(3), np.ones(3), 2, "pull")
+    (array([1, 2]), ' (top 2 of 3 by |pull|)')
+    """
+    if rank_by not in ("pull", "constraint"):
+        raise ValueError(f"rank_by: expected 'pull' or 'constraint', got {rank_by!r}")
+    if top_n is None:
+        return idx, ""
+    if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1:
+        raise ValueError(f"top_n: expected a positive integer or None, got {top_n!r}")
+    if rank_by == "pull":
+        score = -np.abs((bestfit[idx] - init[idx]) / prior_sigma[idx])
+        what = "|pull|"
+    else:
+        score = errors[idx] / prior_sigma[idx]
+        what = "constraint"
+    order = idx[np.argsort(score, kind="stable")][: int(top_n)]
+    note = f" (top {order.size} of {idx.size} by {what})" if order.size < idx.size else ""
+    return order, note
 
 
 def plot_pulls(
@@ -95,11 +128,14 @@ def plot_pulls(
     *,
     model: _ModelWithPriors,
     exclude: Iterable[str] | str | None = None,
+    top_n: int | None = None,
+    rank_by: str = "pull",
     ax: Axes | None = None,
 ) -> Figure:
     """Pull plot of a fit's constrained nuisance parameters (see :func:`draw_pulls`).
 
-    Fixed parameters and the POI are left out, as are unconstrained ones.
+    Fixed parameters and the POI are left out, as are unconstrained ones. A fit without Hesse
+    errors (``hesse=False``) is drawn without error bars.
 
     Args:
         fit_result: the fit.
@@ -107,6 +143,8 @@ def plot_pulls(
             ``suggested_init()`` (constraint centres) and ``prior_widths()`` (constraint widths,
             NaN for unconstrained parameters).
         exclude: names to leave out, exact or as shell-style patterns (``"staterror_*"``).
+        top_n, rank_by: draw only the ``top_n`` parameters by ``|pull|`` or constraint (see
+            :func:`draw_pulls`).
         ax: Axes to draw on; None creates a new ``Figure``.
 
     Returns:
@@ -122,9 +160,11 @@ def plot_pulls(
     return draw_pulls(
         names,
         fit_result.bestfit,
-        fit_result.errors,
+        np.zeros(len(names)) if fit_result.errors is None else fit_result.errors,
         np.asarray(model.suggested_init(), dtype=float),
         prior,
         exclude=exclude,
+        top_n=top_n,
+        rank_by=rank_by,
         ax=ax,
     )

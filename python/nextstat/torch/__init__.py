@@ -1,11 +1,11 @@
-"""PyTorch layer of NextStat: differentiable histograms, the profiled significance as a loss,
-and array interoperability."""
+"""PyTorch layer of NextStat: differentiable histograms, the profiled significance, CLs and POI
+variance as losses (with gradients through histosys templates), and array interoperability."""
 
 from __future__ import annotations
 
 from nextstat.torch.interop import as_tensor
+from nextstat.torch.session import ProfiledSession
 from nextstat.torch.significance import (
-    ProfiledSession,
     SignificanceLoss,
     batch_profiled_q0_loss,
     profiled_cls_loss,
@@ -15,6 +15,7 @@ from nextstat.torch.significance import (
     signal_jacobian_numpy,
 )
 from nextstat.torch.soft_histogram import SoftHistogram
+from nextstat.torch.variance import profiled_poi_variance_loss
 
 __all__ = [
     "ProfiledSession",
@@ -23,6 +24,7 @@ __all__ = [
     "as_tensor",
     "batch_profiled_q0_loss",
     "profiled_cls_loss",
+    "profiled_poi_variance_loss",
     "profiled_q0_loss",
     "profiled_qmu_loss",
     "signal_jacobian",

@@ -1,4 +1,4 @@
-"""Load, validate and patch HistFactory workspaces in pyhf's JSON format.
+"""Load, validate and patch HistFactory workspaces in pyhf's JSON format (``nextstat.workspace``).
 
 A workspace is a plain ``dict`` following pyhf's ``workspace.json`` schema (version 1.0.0):
 ``channels`` (each with ``samples`` and their ``modifiers``), ``observations`` and
@@ -132,7 +132,8 @@ def load_patch(patch: Any, path: str = "patch") -> list:
     elif isinstance(patch, Mapping) and "op" in patch:
         patch = [dict(patch)]
     elif isinstance(patch, Mapping):
-        hint = "; a pyhf patchset holds several: pass its entries" if "patches" in patch else ""
+        hint = ("; a pyhf patchset holds several: choose one with patch_name= (from_pyhf) or pass its entries"
+                if "patches" in patch else "")
         raise WorkspaceError(path, "expected a JSON Patch (list of operations), one operation or a pyhf patch "
                                    f"entry {{'metadata': ..., 'patch': [...]}}, got an object with keys {sorted(map(str, patch))[:5]}{hint}")
     if not isinstance(patch, list):
@@ -217,7 +218,8 @@ def validate(ws: dict) -> None:
 
     Checks: required fields and their types, unique channel and sample names, equal bin counts
     across a channel's samples, modifier types and data shapes, observations for every channel,
-    finite numbers, and at least one measurement with a POI.
+    finite numbers, and at least one measurement (its ``poi``, where given, a string: a
+    measurement without one is for a model without a POI, ``from_pyhf(ws, poi_name=None)``).
     """
     channels = _require(ws, "channels", "", list)
     if not channels:
@@ -266,7 +268,8 @@ def validate(ws: dict) -> None:
         mpath = f"measurements[{im}]"
         _require(meas, "name", mpath, str)
         config = _require(meas, "config", mpath, dict)
-        _require(config, "poi", f"{mpath}.config", str)
+        if "poi" in config:
+            _require(config, "poi", f"{mpath}.config", str)
         params = config.get("parameters", [])
         if not isinstance(params, list):
             raise WorkspaceError(f"{mpath}.config.parameters", "expected a list")

@@ -1,0 +1,151 @@
+"""First-use timings in fresh processes: import, first fit, first hypotest, first loss step, demo.
+
+Every figure is one fresh ``python`` process (median of ``--repeats``): *cold* runs get an empty
+compiled-kernel cache (``NEXTSTAT_CACHE_DIR`` set to a new temporary directory), *warm* runs
+the cache that the previous cold run filled. Each process checks its numbers against the
+bundled example's reference (fit converged, mu finite) before a time is kept.
+
+    python benchmarks/bench_startup.py --repeats 3 [--demo] [--no-cold]
+
+Writes ``benchmarks/results/startup.md`` and prints a JSON line last. The issue's targets
+(2-core machine): cold first fit <= 10 s, fit + hypotest + loss step <= 30 s, demo <= 90 s; warm
+``import nextstat`` <= 0.3 s, import + first fit <= 1 s, first loss step <= 1.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, machine_info, markdown_table  # noqa: E402
+
+# each snippet prints one JSON object of seconds measured inside the process
+SNIPPETS = {
+    "import": """
+import time, json
+t0 = time.perf_counter()
+import nextstat
+t1 = time.perf_counter()
+print(json.dumps({"seconds": t1 - t0}))
+""",
+    "import+fit": """
+import time, json, math
+t0 = time.perf_counter()
+import nextstat
+m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
+r = nextstat.fit(m)
+t1 = time.perf_counter()
+assert r.converged and math.isfinite(r.mu), r
+print(json.dumps({"seconds": t1 - t0}))
+""",
+    "fit+hypotest+loss": """
+import time, json, math
+t0 = time.perf_counter()
+import nextstat
+m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
+r = nextstat.fit(m)
+t_fit = time.perf_counter()
+h = nextstat.hypotest(m, 1.0)
+t_hyp = time.perf_counter()
+import torch
+from nextstat.torch import SignificanceLoss
+fn = SignificanceLoss(m, signal_sample_name="signal", device="cpu")
+x = torch.full((fn.n_bins,), 5.0, dtype=torch.float64, requires_grad=True)
+fn(x).backward()
+t1 = time.perf_counter()
+assert r.converged and 0.0 <= h.cls <= 1.0 and math.isfinite(float(x.grad.sum()))
+print(json.dumps({"seconds": t1 - t0, "fit": t_fit - t0, "hypotest": t_hyp - t_fit, "loss": t1 - t_hyp}))
+""",
+    "import+loss": """
+import time, json, math
+t0 = time.perf_counter()
+import nextstat, torch
+from nextstat.torch import SignificanceLoss
+m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
+fn = SignificanceLoss(m, signal_sample_name="signal", device="cpu")
+x = torch.full((fn.n_bins,), 5.0, dtype=torch.float64, requires_grad=True)
+fn(x).backward()
+t1 = time.perf_counter()
+assert math.isfinite(float(x.grad.sum()))
+print(json.dumps({"seconds": t1 - t0}))
+""",
+}
+
+
+def run_snippet(name: str, cache: Path) -> dict:
+    env = dict(os.environ, NEXTSTAT_CACHE_DIR=str(cache), NEXTSTAT_QUIET_COMPILE="1", TQDM_DISABLE="1")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", SNIPPETS[name]], env=env, capture_output=True, text=True,
+                         timeout=1800)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process"] = wall
+    return result
+
+
+def run_demo(cache: Path, out_dir: Path) -> float:
+    env = dict(os.environ, NEXTSTAT_CACHE_DIR=str(cache), NEXTSTAT_QUIET_COMPILE="1", TQDM_DISABLE="1")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "nextstat", "demo", "--out", str(out_dir), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit(f"demo failed:\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--demo", action="store_true", help="also time `nextstat demo` (cold and warm)")
+    ap.add_argument("--no-cold", action="store_true", help="skip the cold (empty cache) runs")
+    args = ap.parse_args()
+
+    rows: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        rows.setdefault(key, []).append(value)
+
+    with tempfile.TemporaryDirectory(prefix="nextstat-bench-startup-") as tmp:
+        for rep in range(args.repeats):
+            cache = Path(tmp) / f"cache{rep}"
+            if not args.no_cold:
+                cold = run_snippet("fit+hypotest+loss", cache)
+                add("cold: first fit (s)", cold["fit"])
+                add("cold: fit + hypotest + loss step (s)", cold["seconds"])
+            else:
+                run_snippet("fit+hypotest+loss", cache)  # fills the cache
+            add("warm: import nextstat (s)", run_snippet("import", cache)["seconds"])
+            add("warm: import + first fit (s)", run_snippet("import+fit", cache)["seconds"])
+            add("warm: import + first loss step (s)", run_snippet("import+loss", cache)["seconds"])
+            if args.demo:
+                if not args.no_cold:
+                    add("cold: nextstat demo (s)", run_demo(Path(tmp) / f"democache{rep}", Path(tmp) / f"d{rep}"))
+                add("warm: nextstat demo (s)", run_demo(cache, Path(tmp) / f"w{rep}"))
+
+    targets = {"cold: first fit (s)": 10, "cold: fit + hypotest + loss step (s)": 30, "cold: nextstat demo (s)": 90,
+               "warm: import nextstat (s)": 0.3, "warm: import + first fit (s)": 1.0,
+               "warm: import + first loss step (s)": 1.5}
+    table = [[k, f"{statistics.median(v):.2f}", ", ".join(f"{x:.2f}" for x in v), targets.get(k, "")]
+             for k, v in rows.items()]
+    info = machine_info()
+    text = ("# Startup (fresh processes)\n\n`python benchmarks/bench_startup.py --repeats "
+            f"{args.repeats}{' --demo' if args.demo else ''}`\n\nMachine: {info}\n\n"
+            + markdown_table(["figure", "median", "runs", "target"], table) + "\n")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "startup.md").write_text(text)
+    print(text)
+    print(json.dumps({k: statistics.median(v) for k, v in rows.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The one compilation policy of the engine's Numba kernels, and where their compiled code is cached.
+
+Every kernel module decorates with :data:`kernel` (reference-counted, may allocate) or
+:data:`leaf` (allocates nothing: no reference counting, see below), and imports this module
+before defining any kernel, so that :class:`KernelCacheLocator` serves their on-disk cache.
+
+Cache policy (Numba's own locators key a file's cache on that file's mtime and size only):
+
+* the source stamp of a kernel is a SHA-256 of the text of its module and of every kernel module
+  that module imports, transitively (:func:`source_stamp`), so editing a kernel that a kernel in
+  another module calls invalidates the dependent cache too, and a checkout's file times do not
+  matter;
+* the cache lives in a user cache directory, not beside the sources, so it works when
+  site-packages is read-only: ``$NEXTSTAT_CACHE_DIR``, else ``$NUMBA_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/nextstat`` (``~/.cache/nextstat``); :func:`cache_dir` tells which.
+
+The first call of an entry point on an empty cache compiles it (tens of seconds) and says so on
+one line of standard error, once per process (:func:`_announce`); ``nextstat warmup`` compiles
+everything ahead of time.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import logging
+import os
+import re
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+from numba import njit
+from numba.core import caching, event
+
+__all__ = ["kernel", "leaf", "cache_dir", "kernel_sources", "source_stamp", "KernelCacheLocator"]
+
+logger = logging.getLogger("nextstat")
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: a module holding kernels imports this module's decorators
+_MARKER = re.compile(r"^from nextstat\.engine\.jit import [^\n]*\b(kernel|leaf)\b", re.M)
+
+kernel = njit(cache=True, nogil=True, error_model="numpy")
+"""Decorator of an engine kernel: cached, releases the GIL, NumPy's error model (no exceptions
+on division by zero)."""
+
+# kernels that allocate nothing run without reference counting: with it, each call of a kernel
+# taking the model's ~25 arrays made ~60 atomic refcount updates, most of a small model's pass
+leaf = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+"""Decorator of a kernel that allocates nothing (no NRT reference counting)."""
+
+
+def cache_dir() -> Path:
+    """Root directory of the compiled-kernel cache (see the module docstring)."""
+    for var in ("NEXTSTAT_CACHE_DIR", "NUMBA_CACHE_DIR"):
+        value = os.environ.get(var)
+        if value:
+            return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nextstat"
+
+
+@cache
+def kernel_sources() -> tuple[Path, ...]:
+    """The package's modules that hold kernels (those importing :data:`kernel` or :data:`leaf`), sorted."""
+    found = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        try:
+            if _MARKER.search(path.read_text(encoding="utf-8")):
+                found.append(path.resolve())
+        except OSError:  # pragma: no cover - unreadable file: not a kernel module
+            continue
+    return tuple(found)
+
+
+def _module_file(name: str) -> Path | None:
+    """Source file of the package module ``name`` (``nextstat.engine.numba_core``), if any."""
+    parts = name.split(".")
+    if parts[0] != "nextstat":
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+@cache
+def _kernel_imports(path: Path) -> tuple[Path, ...]:
+    """Kernel modules that the module at ``path`` imports directly (``import``/``from`` lines)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    kernels = set(kernel_sources())
+    package = ".".join(("nextstat", *path.relative_to(PACKAGE_DIR).parent.parts))
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        for name in names:
+            file = _module_file(name)
+            if file is not None and file in kernels and file != path:
+                found.add(file)
+    return tuple(sorted(found))
+
+
+@cache
+def source_stamp(path: Path) -> str:
+    """SHA-256 over the text of the kernel module at ``path``, of every kernel module it imports
+    (transitively: editing a callee's module invalidates the caller's cache) and of this module."""
+    seen: set[Path] = set()
+    todo = [Path(path).resolve(), Path(__file__).resolve()]  # the decorators' options count too
+    while todo:
+        file = todo.pop()
+        if file not in seen:
+            seen.add(file)
+            todo.extend(_kernel_imports(file))
+    digest = hashlib.sha256()
+    for file in sorted(seen):
+        digest.update(file.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(file.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class KernelCacheLocator(caching._CacheLocator):
+    """Numba cache locator for the package's kernels: content-hash stamp, user cache directory."""
+
+    def __init__(self, py_func, py_file: str):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        relative = Path(py_file).resolve().relative_to(PACKAGE_DIR)
+        self._cache_path = str(cache_dir() / "kernels" / relative.parent / relative.stem)
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+    def get_source_stamp(self) -> str:
+        return source_stamp(Path(self._py_file).resolve())
+
+    def get_disambiguator(self) -> str:
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func, py_file: str):
+        try:
+            Path(py_file).resolve().relative_to(PACKAGE_DIR)
+        except ValueError:
+            return None  # not ours: Numba's own locators decide
+        self = cls(py_func, py_file)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            logger.warning("compiled-kernel cache %s is not writable; kernels compile in every process "
+                           "(set NEXTSTAT_CACHE_DIR to a writable directory)", self._cache_path)
+            return None
+        return self
+
+
+if KernelCacheLocator not in caching.CacheImpl._locator_classes:
+    caching.CacheImpl._locator_classes.insert(0, KernelCacheLocator)
+
+
+class _CompileNotice(event.Listener):
+    """Says once per process, on one line, that the engine is compiling (an empty cache)."""
+
+    def __init__(self) -> None:
+        self.announced = False
+        self.depth = 0
+        self.started = 0.0
+
+    def on_start(self, ev: event.Event) -> None:
+        dispatcher = ev.data["dispatcher"]
+        if not getattr(dispatcher.py_func, "__module__", "").startswith("nextstat."):
+            return
+        self.depth += 1
+        if self.depth == 1:
+            self.started = time.perf_counter()
+            if not self.announced:
+                self.announced = True
+                _announce(dispatcher.py_func.__name__)
+
+    def on_end(self, ev: event.Event) -> None:
+        dispatcher = ev.data["dispatcher"]
+        if not getattr(dispatcher.py_func, "__module__", "").startswith("nextstat."):
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            logger.info("compiled %s in %.1f s (cached in %s)", dispatcher.py_func.__name__,
+                        time.perf_counter() - self.started, cache_dir())
+
+
+#: rough single-core compile time of the engine on a first fit, hypotest or loss step (seconds)
+COMPILE_ESTIMATE_S = 60
+
+
+def _announce(name: str) -> None:
+    if os.environ.get("NEXTSTAT_QUIET_COMPILE"):
+        return
+    line = (f"nextstat: compiling the engine, once (~{COMPILE_ESTIMATE_S} s per entry point, cached "
+            f"in {cache_dir()}; `nextstat warmup` compiles everything ahead)")
+    logger.info("%s [first kernel: %s]", line, name)
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # pragma: no cover - closed stderr
+        pass
+
+
+_NOTICE = _CompileNotice()
+event.register("numba:compile", _NOTICE)

@@ -1,0 +1,104 @@
+"""The compiled-kernel cache is always consistent (nextstat.engine.jit).
+
+Numba's own cache keys a file's kernels on that file's mtime and size: a kernel compiled into a
+kernel of another module stays stale when only the first file changes. Ours keys every kernel
+on the content of all kernel modules. The test copies the package, adds two kernel modules
+(one calling the other), and edits the callee between runs in fresh processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nextstat
+from nextstat.engine import jit
+
+PACKAGE = Path(nextstat.__file__).resolve().parent
+
+PROBE_A = """from nextstat.engine.jit import kernel
+
+
+@kernel
+def base(x):
+    return x + {inc}
+"""
+PROBE_B = """from nextstat.engine._probe_a import base
+from nextstat.engine.jit import kernel
+
+
+@kernel
+def dependent(x):
+    return 2.0 * base(x)
+"""
+RUN = """import json
+from nextstat.engine._probe_b import dependent
+value = dependent(1.0)
+print(json.dumps({"value": value, "hits": sum(dependent.stats.cache_hits.values()),
+                  "misses": sum(dependent.stats.cache_misses.values())}))
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    shutil.copytree(PACKAGE, root / "nextstat", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "nextstat" / "engine" / "_probe_b.py").write_text(PROBE_B)
+    return root
+
+
+def _run(root: Path, cache: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(root), NEXTSTAT_CACHE_DIR=str(cache), NEXTSTAT_QUIET_COMPILE="1")
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", RUN], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_editing_a_callee_in_another_module_recompiles_the_caller(tree: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    probe_a = tree / "nextstat" / "engine" / "_probe_a.py"
+    probe_a.write_text(PROBE_A.format(inc="1.0"))
+    first = _run(tree, cache)
+    assert first == {"value": 4.0, "hits": 0, "misses": 1}
+    assert _run(tree, cache) == {"value": 4.0, "hits": 1, "misses": 0}  # cached
+
+    stat = probe_a.stat()
+    probe_a.write_text(PROBE_A.format(inc="2.0"))  # same size, same mtime: Numba's stamp would not see it
+    os.utime(probe_a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _run(tree, cache) == {"value": 6.0, "hits": 0, "misses": 1}
+
+
+def test_cache_lives_outside_the_package(tree: Path, tmp_path: Path):
+    (tree / "nextstat" / "engine" / "_probe_a.py").write_text(PROBE_A.format(inc="1.0"))
+    cache = tmp_path / "cache"
+    _run(tree, cache)
+    assert not list(tree.rglob("*.nbi")), "kernel cache written into the package tree"
+    assert list((cache / "kernels" / "engine").rglob("*.nbi"))
+
+
+def test_cache_dir_policy(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("NEXTSTAT_CACHE_DIR", raising=False)
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert jit.cache_dir() == tmp_path / "nextstat"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    assert jit.cache_dir() == tmp_path / "numba"
+    monkeypatch.setenv("NEXTSTAT_CACHE_DIR", str(tmp_path / "ns"))
+    assert jit.cache_dir() == tmp_path / "ns"
+
+
+def test_kernel_sources_cover_every_kernel_module():
+    sources = {p.relative_to(jit.PACKAGE_DIR).as_posix() for p in jit.kernel_sources()}
+    assert {"engine/numba_core.py", "engine/overrides.py"} <= sources
+    for path in jit.PACKAGE_DIR.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if "@njit" in text or "numba.njit" in text:
+            pytest.fail(f"{path} compiles kernels outside nextstat.engine.jit's policy")

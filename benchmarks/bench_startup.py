@@ -28,55 +28,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, markdown_table  # noqa: E402
 
 # each snippet prints one JSON object of seconds measured inside the process
-SNIPPETS = {
-    "import": """
-import time, json
-t0 = time.perf_counter()
-import nextstat
-t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0}))
-""",
-    "import+fit": """
-import time, json, math
-t0 = time.perf_counter()
-import nextstat
-m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
-r = nextstat.fit(m)
-t1 = time.perf_counter()
-assert r.converged and math.isfinite(r.mu), r
-print(json.dumps({"seconds": t1 - t0}))
-""",
-    "fit+hypotest+loss": """
-import time, json, math
-t0 = time.perf_counter()
-import nextstat
-m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
-r = nextstat.fit(m)
-t_fit = time.perf_counter()
-h = nextstat.hypotest(m, 1.0)
-t_hyp = time.perf_counter()
-import torch
+_START = "import time, json, math\nt0 = time.perf_counter()\nimport nextstat\n"
+_MODEL = "m = nextstat.from_pyhf(nextstat.examples.simple_workspace())\n"
+_LOSS = """import torch
 from nextstat.torch import SignificanceLoss
 fn = SignificanceLoss(m, signal_sample_name="signal", device="cpu")
 x = torch.full((fn.n_bins,), 5.0, dtype=torch.float64, requires_grad=True)
 fn(x).backward()
-t1 = time.perf_counter()
-assert r.converged and 0.0 <= h.cls <= 1.0 and math.isfinite(float(x.grad.sum()))
-print(json.dumps({"seconds": t1 - t0, "fit": t_fit - t0, "hypotest": t_hyp - t_fit, "loss": t1 - t_hyp}))
-""",
-    "import+loss": """
-import time, json, math
-t0 = time.perf_counter()
-import nextstat, torch
-from nextstat.torch import SignificanceLoss
-m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
-fn = SignificanceLoss(m, signal_sample_name="signal", device="cpu")
-x = torch.full((fn.n_bins,), 5.0, dtype=torch.float64, requires_grad=True)
-fn(x).backward()
-t1 = time.perf_counter()
 assert math.isfinite(float(x.grad.sum()))
-print(json.dumps({"seconds": t1 - t0}))
-""",
+"""
+_END = "t1 = time.perf_counter()\n"
+SNIPPETS = {
+    "import": _START + _END + 'print(json.dumps({"seconds": t1 - t0}))\n',
+    "import+fit": _START + _MODEL + "r = nextstat.fit(m)\n" + _END
+    + 'assert r.converged and math.isfinite(r.mu), r\nprint(json.dumps({"seconds": t1 - t0}))\n',
+    "fit+hypotest+loss": _START + _MODEL + "r = nextstat.fit(m)\nt_fit = time.perf_counter()\n"
+    + "h = nextstat.hypotest(m, 1.0)\nt_hyp = time.perf_counter()\n" + _LOSS + _END
+    + "assert r.converged and 0.0 <= h.cls <= 1.0\n"
+    + 'print(json.dumps({"seconds": t1 - t0, "fit": t_fit - t0, "hypotest": t_hyp - t_fit, "loss": t1 - t_hyp}))\n',
+    "import+loss": _START + _MODEL + _LOSS + _END + 'print(json.dumps({"seconds": t1 - t0}))\n',
 }
 
 

@@ -123,3 +123,22 @@ def pyhf_numpy():
 
     pyhf.set_backend("numpy")
     return pyhf
+
+
+def nll_pair(spec_ours: dict, spec_pyhf: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """NLL of nextstat's model of ``spec_ours`` and pyhf's of ``spec_pyhf`` at three points (pyhf's
+    suggested init and two random offsets from it): ``(ours, pyhf)``, same parameter order checked."""
+    import pyhf
+
+    from nextstat import from_pyhf
+
+    pyhf.set_backend("numpy")
+    ws = pyhf.Workspace(copy.deepcopy(spec_pyhf))
+    pm = ws.model()
+    data = np.asarray(ws.data(pm))
+    model = from_pyhf(spec_ours)
+    assert list(model.parameter_names) == list(pm.config.par_names)
+    rng = np.random.default_rng(seed)
+    init = np.asarray(pm.config.suggested_init())
+    points = [init, init + rng.normal(0, 0.05, init.size), init + rng.normal(0, 0.1, init.size)]
+    return np.array([model.nll(p) for p in points]), np.array([-float(pm.logpdf(p, data)[0]) for p in points])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import all_modifiers_workspace, needs_workspaces
+from conftest import all_modifiers_workspace, needs_workspaces, nll_pair
 from nextstat import examples, from_pyhf, testing
 from nextstat.errors import WorkspaceError
 
@@ -67,22 +67,6 @@ def _histograms(path: Path) -> dict[str, np.ndarray]:
         return {k: f[k].values() for k in f.keys(cycle=False)}
 
 
-def _nll_pair(spec_ours: dict, spec_pyhf: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """NLL of nextstat's model of ``spec_ours`` and pyhf's of ``spec_pyhf`` at 3 points."""
-    pyhf.set_backend("numpy")
-    ws = pyhf.Workspace(spec_pyhf)
-    pm = ws.model()
-    data = np.asarray(ws.data(pm))
-    model = from_pyhf(spec_ours)
-    assert list(model.parameter_names) == list(pm.config.par_names)
-    rng = np.random.default_rng(seed)
-    init = np.asarray(pm.config.suggested_init())
-    points = [init, init + rng.normal(0, 0.05, init.size), init + rng.normal(0, 0.1, init.size)]
-    ours = np.array([model.nll(p) for p in points])
-    theirs = np.array([-float(pm.logpdf(p, data)[0]) for p in points])
-    return ours, theirs
-
-
 def _published(name: str) -> dict:
     """A published background-only workspace with its first signal patch applied."""
     import jsonpatch
@@ -127,9 +111,9 @@ def test_round_trip_matches_pyhf(name: str, tmp_path: Path) -> None:
         assert doc == reference, key
     assert json.dumps(docs[("b", "ours")]) == json.dumps(reference)  # same key order too
     # the model is the one pyhf builds from its own conversion, and the original one
-    ours, theirs = _nll_pair(docs[("b", "ours")], reference)
+    ours, theirs = nll_pair(docs[("b", "ours")], reference)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
-    original = _nll_pair(spec, spec)[1]
+    original = nll_pair(spec, spec)[1]
     np.testing.assert_allclose(ours, original, rtol=1e-9)
 
 
@@ -146,7 +130,7 @@ def test_published_workspace_round_trip(name: str, tmp_path: Path) -> None:
     ours_doc = _read(tmp_path / "b", "ours")
     assert ours_doc == reference
     assert _read(tmp_path / "a", "ours") == reference
-    ours, theirs = _nll_pair(ours_doc, reference)
+    ours, theirs = nll_pair(ours_doc, reference)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
@@ -246,7 +230,7 @@ def test_handmade_xml_matches_pyhf(tmp_path: Path) -> None:
     assert sr[1]["modifiers"][4]["data"] == pytest.approx([1.8, 0.55, 1.3], rel=1e-15)
     assert ours["measurements"][0]["config"]["parameters"][0] == {
         "name": "lumi", "auxdata": [2.0], "bounds": [[1.5, 2.5]], "inits": [2.0], "sigmas": [0.1], "fixed": True}
-    ours_nll, theirs_nll = _nll_pair(ours, theirs)
+    ours_nll, theirs_nll = nll_pair(ours, theirs)
     np.testing.assert_allclose(ours_nll, theirs_nll, rtol=1e-12)
 
 

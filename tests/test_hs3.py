@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 
 import numpy as np
 import pytest
 
-from conftest import all_modifiers_workspace, needs_workspaces
+from conftest import all_modifiers_workspace, needs_workspaces, nll_pair
 from nextstat import examples, from_pyhf, hs3, testing
 from nextstat.errors import WorkspaceError
 
@@ -18,20 +19,6 @@ pyhf = pytest.importorskip("pyhf")
 
 def _sorted(spec: dict) -> dict:
     return dict(pyhf.Workspace.sorted(pyhf.Workspace(copy.deepcopy(spec))))
-
-
-def _nll(spec_ours: dict, spec_pyhf: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """NLL of nextstat's model of ``spec_ours`` and pyhf's of ``spec_pyhf`` at three points."""
-    pyhf.set_backend("numpy")
-    ws = pyhf.Workspace(copy.deepcopy(spec_pyhf))
-    pm = ws.model()
-    data = np.asarray(ws.data(pm))
-    model = from_pyhf(spec_ours)
-    assert list(model.parameter_names) == list(pm.config.par_names)
-    rng = np.random.default_rng(seed)
-    init = np.asarray(pm.config.suggested_init())
-    points = [init, init + rng.normal(0, 0.05, init.size), init + rng.normal(0, 0.1, init.size)]
-    return np.array([model.nll(p) for p in points]), np.array([-float(pm.logpdf(p, data)[0]) for p in points])
 
 
 def _two_measurements() -> dict:
@@ -219,7 +206,7 @@ def test_root_style_document() -> None:
         "version": "1.0.0",
     }
     assert _sorted(got) == _sorted(expected)
-    ours, theirs = _nll(got, expected)
+    ours, theirs = nll_pair(got, expected)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
@@ -280,6 +267,17 @@ def test_what_hs3_cannot_hold_is_refused(spec: dict, message: str) -> None:
 
 
 # --------------------------------------------------------------------------- pyhs3
+@pytest.fixture(autouse=True)
+def _keep_loggers_enabled():
+    """Importing pyhs3 runs ``logging.config.dictConfig``, which disables every existing logger
+    (``nextstat`` included) for the rest of the process; undo that after each test."""
+    before = {name: lg.disabled for name, lg in logging.Logger.manager.loggerDict.items()
+              if isinstance(lg, logging.Logger)}
+    yield
+    for name, disabled in before.items():
+        logging.getLogger(name).disabled = disabled
+
+
 
 
 @pytest.mark.parametrize("name", list(BUNDLED))

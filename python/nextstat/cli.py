@@ -39,6 +39,7 @@ from typing import Any, Callable, NoReturn
 import click
 
 from nextstat._version import __version__
+from nextstat.engine.warmup import PARTS as WARMUP_PARTS
 from nextstat.commands.pyhf_compat import engine_options
 
 CITATION = """@software{nextstat,
@@ -668,17 +669,16 @@ def demo(epochs: int, out_dir: str, seed: int, progress: bool | None) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--part", "parts", multiple=True, type=click.Choice(
-    ["fit", "hypotest", "limit", "scan", "toys", "ranking", "loss"]),
-    help="Compile only these parts (repeatable; default: all).")
+@click.option("--part", "parts", multiple=True, type=click.Choice(WARMUP_PARTS),
+              help="Compile only these parts (repeatable; default: all).")
 @progress_option
 @verbose_option
 def warmup(parts: tuple[str, ...], progress: bool | None) -> None:
     """Compile the engine's kernels once, ahead of first use (cached for later processes)."""
     from nextstat.engine.jit import cache_dir
-    from nextstat.engine.warmup import PARTS, warmup as do_warmup
+    from nextstat.engine.warmup import warmup as do_warmup
 
-    steps = do_warmup(parts or PARTS, progress=resolve_progress(progress))
+    steps = do_warmup(parts or WARMUP_PARTS, progress=resolve_progress(progress))
     for step in steps:
         click.echo(f"{step.part:<9} {step.seconds:8.2f} s")
     click.echo(f"compiled kernels cached in {cache_dir()}")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from nextstat._html import html_summary, html_table, pdg_round
-from nextstat.infer.fit import _bounds, _fixed_mask, hesse
+from nextstat.infer.fit import _fixed_mask, hesse
 from nextstat.interpret.ranking import nominal_fit
 from nextstat.model import Model
 from nextstat.results import FitResult, _ToDict
@@ -212,15 +212,9 @@ def grouped_impacts(model: Model, groups: Mapping[str, Sequence[str]] | None = N
     >>> res.groups, bool(np.isclose(res.total**2, res.stat**2 + res.impact("normsys")**2))
     (('normsys',), True)
     """
-    if model.poi_index is None:
-        raise ValueError("model: a POI is required for grouped impacts")
-    poi = model.poi_index
-    d = model._data(data)
-    fixed = _fixed_mask(model, fixed_params)
-    if fixed[poi]:
-        raise ValueError(f"the POI {model.poi_name!r} is fixed: its uncertainty is undefined")
-    bounds = _bounds(model, par_bounds)
-    fit_result = nominal_fit(model, d, fit_result, init_pars, fixed, bounds, "grouped impacts")
+    nominal = nominal_fit(model, data=data, fit_result=fit_result, init_pars=init_pars, fixed_params=fixed_params,
+                          par_bounds=par_bounds, what="grouped impacts")
+    poi, d, fixed, fit_result = nominal.poi, nominal.data, nominal.fixed, nominal.fit
     names = model.parameter_names
     resolved = _resolve(model, modifier_groups(model, fixed_params=fixed) if groups is None else groups)
     theta = fit_result.bestfit

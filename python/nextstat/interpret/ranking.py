@@ -62,6 +62,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -176,20 +177,40 @@ def _sort_key(sort_by: str):
 
 
 
-def nominal_fit(model: Model, data: np.ndarray, fit_result: FitResult | None, init_pars: Any, fixed: np.ndarray,
-                bounds: np.ndarray, what: str) -> FitResult:
-    """The converged nominal fit with Hesse errors an impact computation starts from: ``fit_result``
-    checked, or fitted here; ValueError naming what is wrong with it."""
+@dataclass(frozen=True)
+class NominalFit:
+    """What an impact computation starts from: the POI index, the data, the fixed mask, the
+    bounds and the converged nominal fit with Hesse errors."""
+
+    poi: int
+    data: np.ndarray
+    fixed: np.ndarray
+    bounds: np.ndarray
+    fit: FitResult
+
+
+def nominal_fit(model: Model, *, data: Any, fit_result: FitResult | None, init_pars: Any, fixed_params: Any,
+                par_bounds: Any, what: str) -> NominalFit:
+    """The checked inputs and the converged nominal fit (``fit_result`` checked, or fitted here)
+    of the impact computation ``what``; ValueError naming what is wrong."""
+    if model.poi_index is None:
+        raise ValueError(f"model: a POI is required for {what}")
+    poi = model.poi_index
+    d = model._data(data)
+    fixed = _fixed_mask(model, fixed_params)
+    if fixed[poi]:
+        raise ValueError(f"the POI {model.poi_name!r} is fixed: cannot compute {what}")
+    bounds = _bounds(model, par_bounds)
     if fit_result is None:
         with single_threaded_blas():
-            fit_result = fit(model, data=data, init_pars=init_pars, fixed_params=fixed, par_bounds=bounds, hesse=True)
+            fit_result = fit(model, data=d, init_pars=init_pars, fixed_params=fixed, par_bounds=bounds, hesse=True)
     elif fit_result.bestfit.shape != (model.n_params,) or not np.array_equal(fit_result.fixed, fixed):
         raise ValueError("fit_result: not a fit of this model with these fixed parameters")
     if not fit_result.converged:
-        raise ValueError(f"the nominal fit did not converge ({fit_result.message}); no {what}")
+        raise ValueError(f"the nominal fit did not converge ({fit_result.message}): cannot compute {what}")
     if fit_result.covariance is None or not np.any(fit_result.covariance):
         raise ValueError("fit_result: has no covariance (fit with hesse=True)")
-    return fit_result
+    return NominalFit(poi, d, fixed, bounds, fit_result)
 
 
 def rank_impact(
@@ -271,16 +292,9 @@ def rank_impact(
         raise ValueError(f"sort_by: expected one of {SORT_KEYS}, got {sort_by!r}")
     n_jobs = _check_int(n_jobs, "n_jobs")
     chord_max = _check_int(chord_max, "chord_max", allow_none=False)
-    if model.poi_index is None:
-        raise ValueError("model: a POI is required for a ranking")
-    poi = model.poi_index
-    d = model._data(data)
-    fixed = _fixed_mask(model, fixed_params)
-    if fixed[poi]:
-        raise ValueError(f"the POI {model.poi_name!r} is fixed: its impacts are undefined")
-    bounds = _bounds(model, par_bounds)
-
-    fit_result = nominal_fit(model, d, fit_result, init_pars, fixed, bounds, "ranking")
+    nominal = nominal_fit(model, data=data, fit_result=fit_result, init_pars=init_pars, fixed_params=fixed_params,
+                          par_bounds=par_bounds, what="a ranking")
+    poi, d, fixed, bounds, fit_result = nominal.poi, nominal.data, nominal.fixed, nominal.bounds, nominal.fit
 
     theta_hat = fit_result.bestfit
     sigma_hat = fit_result.errors

@@ -1,6 +1,6 @@
 """Tests for nextstat.tune (Optuna objectives, Ray Tune) and nextstat.infer.patchscan.
 
-Optuna and Ray are optional (``pip install 'nextstat[tune]'``): the tests that need them skip
+Optuna and Ray are optional (``pip install 'nextstat-hep[tune]'``): the tests that need them skip
 without them. The Ray tests share one local Ray (``num_cpus=2``) started and shut down by the
 module-scoped ``local_ray`` fixture. The patch-scan reference numbers come from pyhf 0.7.6
 (``tests/reference/make_patchscan_reference.py``).
@@ -154,7 +154,7 @@ def optuna():
 
 def test_significance_objective_needs_optuna(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # makes `import optuna` raise ImportError
-    with pytest.raises(ImportError, match=r"pip install 'nextstat\[tune\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'nextstat-hep\[tune\]'"):
         significance_objective(lambda trial: {})
 
 

@@ -272,6 +272,11 @@ def _pyhf_fit(pyhf, ws, modifier_settings):
     if not (np.isfinite(nll) and np.all(np.isfinite(bf))):
         event("pyhf: non-finite fit")
         return None
+    if np.any(np.asarray(pm.expected_actualdata(bf)) < 0):
+        # pyhf's minimiser went where an expected rate is negative (a Poisson term with n = 0
+        # is then -|nu|, unbounded below): no valid model there, so no oracle
+        event("pyhf: negative expected rate at its minimum")
+        return None
     return pm, data, np.asarray(bf, dtype=float), nll
 
 

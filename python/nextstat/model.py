@@ -217,6 +217,7 @@ class Model:
                     paramsets[name] = ps
         user = measurement["config"].get("parameters", [])
         mpath = f"measurements[{spec['measurements'].index(measurement)}].config.parameters"
+        type_inits = {name: list(ps.inits) for name, ps in paramsets.items()}
         self._apply_user_config(paramsets, user, mpath)
         self._paramsets = paramsets
 
@@ -229,6 +230,11 @@ class Model:
         self.n_params = len(names)
         self._init = np.array([v for ps in paramsets.values() for v in ps.inits], dtype=np.float64)
         self._bounds = np.array([b for ps in paramsets.values() for b in ps.bounds], dtype=np.float64).reshape(-1, 2)
+        # the modifier types' own initial values (pyhf's defaults, before the measurement's
+        # ``inits``; lumi: its auxdata), inside the bounds: a retry start of the fits
+        self._type_init = np.clip(np.array(
+            [v if v is not None else ps.auxdata[i] for name, ps in paramsets.items()
+             for i, v in enumerate(type_inits[name])], dtype=np.float64), self._bounds[:, 0], self._bounds[:, 1])
         self.fixed_params = np.array([f for ps in paramsets.values() for f in ps.fixed], dtype=bool)
 
         poi = _resolve_poi(paramsets, measurement, spec["measurements"].index(measurement), poi_name)

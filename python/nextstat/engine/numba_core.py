@@ -1226,9 +1226,11 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
         if not exact and ((edm > 0.1 * prev_edm and edm < _EXACT_EDM) or edm > 0.5 * prev_edm):
             exact = True
         prev_edm = edm
-        # Parameters whose full step crosses a bound go onto it (if that does not raise the
-        # NLL): the active set then holds them and the others take a proper Newton step.
-        # Without this, truncated steps approach a bound (e.g. mu -> 0) only geometrically.
+        # Parameters whose full step crosses a bound go onto it (if that lowers the NLL): the
+        # active set then holds them and the others take a proper Newton step. Without this,
+        # truncated steps approach a bound (e.g. mu -> 0) only geometrically. A strict decrease:
+        # after mu went onto 0, a k of mu * k no longer changes the NLL, and k = 0 as well
+        # would be a stationary point the fit cannot leave (both gradients 0).
         n_snap = 0
         n_cross = 0
         for a in range(m):
@@ -1244,7 +1246,7 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
             keep = theta[i]
             theta[i] = target
             fs = _eval(theta, data, A, AUX, S, nu2, J2, g2, dcon2, r2, w2, False)
-            if fs < np.inf and fs <= f:
+            if fs < f:
                 f = fs
                 n_snap += 1
                 cur = False
@@ -1390,9 +1392,12 @@ def _hesse_degenerate(H, free):
     """Covariance from a Hessian ``H`` (P, P) that is not positive definite over the free
     parameters ``free``: parameters without curvature (|H_ii| <= 1e-12 of the largest, e.g. a
     POI on its bound with no events expected or observed: the NLL is linear there) carry no
-    Hesse information and get zero rows and columns; on the others the eigenvalues are replaced
-    by their absolute values, floored at 1e-12 of the largest, before inverting. All zero where
-    H is not finite. Callers flag the result as not positive definite."""
+    Hesse information and get zero rows and columns; on the others the eigenvalues of the
+    diagonally scaled Hessian ``D^-1/2 H D^-1/2`` (D = |diag H|: curvatures of 1e-300 and 1e300
+    in one matrix stay in LAPACK's range) are replaced by their absolute values, floored at
+    1e-12 of the largest, before inverting and scaling back. All zero where H is not finite,
+    where the eigensolver fails or where the result is not finite. Callers flag the result as
+    not positive definite."""
     P = H.shape[0]
     cov = np.zeros((P, P))
     scale = 0.0
@@ -1406,12 +1411,27 @@ def _hesse_degenerate(H, free):
     Hf = submatrix(H, keep)
     if not np.all(np.isfinite(Hf)):
         return cov
-    ev, V = np.linalg.eigh(Hf)
+    k = keep.shape[0]
+    d = np.empty(k)
+    for a in range(k):
+        d[a] = 1.0 / math.sqrt(abs(Hf[a, a]))
+    for a in range(k):
+        for b in range(k):
+            Hf[a, b] *= d[a] * d[b]
+    try:
+        ev, V = np.linalg.eigh(Hf)
+    except Exception:  # LAPACK did not converge: no Hesse information
+        return cov
     floor = 1e-12 * np.max(np.abs(ev))
+    if not floor > 0.0:
+        return cov
     inv = (V / np.maximum(np.abs(ev), floor).reshape(1, -1)) @ V.T
-    for a in range(keep.shape[0]):
-        for b in range(keep.shape[0]):
-            cov[keep[a], keep[b]] = inv[a, b]
+    for a in range(k):
+        for b in range(k):
+            v = inv[a, b] * d[a] * d[b]
+            if not np.isfinite(v):
+                return np.zeros((P, P))
+            cov[keep[a], keep[b]] = v
     return cov
 
 
@@ -1587,12 +1607,13 @@ def asymptotic_fits(init, mu, data, lo, hi, fixed, fixed_poi, poi, asimov_mu, FB
     the free fit from the generating point and the conditional fit at ``mu`` from that.
     ``fixed_poi`` is ``fixed`` with the POI set.
 
-    Returns thetas (5, P) and stats (5, 5) in that order (per fit: nll, nll_dev, status,
-    n_iter, edm, as :func:`fit_dev`), and the Asimov data (main + auxiliary)."""
+    Returns thetas (5, P) and stats (5, 6) in that order (per fit: nll, nll_dev, status,
+    n_iter, edm, as :func:`fit_dev`, and the number of free parameters on a bound), and the
+    Asimov data (main + auxiliary)."""
     A, AUX = unpack(FB, IB)
     P = init.shape[0]
     thetas = np.empty((5, P))
-    stats = np.empty((5, 5))
+    stats = np.empty((5, 6))
     asimov = data
     W = _workspace(A, P)
     for k in range(5):
@@ -1614,6 +1635,12 @@ def asymptotic_fits(init, mu, data, lo, hi, fixed, fixed_poi, poi, asimov_mu, FB
         stats[k, 2] = status
         stats[k, 3] = it
         stats[k, 4] = edm
+        fx = fixed if k == 0 or k == 3 else fixed_poi
+        n_at = 0
+        for i in range(P):
+            if not fx[i] and (theta[i] <= lo[i] or theta[i] >= hi[i]):
+                n_at += 1
+        stats[k, 5] = n_at
     return thetas, stats, asimov
 
 

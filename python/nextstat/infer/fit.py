@@ -24,17 +24,69 @@ _MESSAGES = {
 def retry_starts(model: Model, init: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
                  hi: np.ndarray) -> list[np.ndarray]:
     """Alternative starting points for a fit from ``init`` that did not converge (the one
-    retry policy of fits, hypothesis tests and scans): ``model.suggested_init()`` with the fixed
-    parameters kept at their values in ``init``, then the centre of each free parameter's
-    bounds where they are finite (same fixed values). Starts equal to ``init`` are left out."""
+    retry policy of fits, hypothesis tests and scans): ``model.suggested_init()``, then the
+    modifier types' own initial values (pyhf's defaults before the measurement's ``inits``: 1
+    for factors, 0 for nuisance shifts), then the centre of each free parameter's bounds where
+    they are finite; fixed parameters keep their values in ``init``. Starts equal to ``init``
+    or to an earlier start are left out."""
     starts = []
     base = model.suggested_init()
     centre = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), base)
-    for cand in (base, centre):
+    for cand in (base, model._type_init, centre):
         s = np.where(fixed, init, np.clip(cand, lo, hi))
         if not any(np.array_equal(s, t) for t in [init, *starts]):
             starts.append(np.ascontiguousarray(s))
     return starts
+
+
+def stalled_start(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
+                  hi: np.ndarray) -> np.ndarray | None:
+    """A restart for a fit that converged on a stationary point it cannot leave: free
+    parameters at a bound on which the NLL does not depend there, e.g. mu = k = 0 of a signal
+    scaled by mu * k (each factor's gradient is the other factor, 0: a saddle point on the
+    boundary, not a minimum). Those parameters go back to the modifier types' initial values
+    (or the centre of their bounds where that is the bound itself); the others keep their
+    values. None where fewer than two free parameters are on a bound (one factor on 0 leaves
+    the others without effect: a stall needs two on a bound) or none of them has zero slope."""
+    at = np.flatnonzero(~fixed & ((theta <= lo) | (theta >= hi)))
+    if at.size < 2:
+        return None
+    f0 = core.nll_dev(theta, data, model.arrays, model.aux_arrays)
+    flat = []
+    for i in at:
+        width = hi[i] - lo[i]
+        step = 1e-6 * (width if np.isfinite(width) and width > 0 else 1.0)
+        trial = theta.copy()
+        trial[i] = theta[i] + step if theta[i] <= lo[i] else theta[i] - step
+        if abs(core.nll_dev(trial, data, model.arrays, model.aux_arrays) - f0) <= 1e-13 * max(1.0, abs(f0)):
+            flat.append(i)
+    if not flat:
+        return None
+    start = theta.copy()
+    centre = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi), model._type_init)
+    for i in flat:
+        v = model._type_init[i]
+        start[i] = v if lo[i] < v < hi[i] else centre[i]
+    return np.ascontiguousarray(start)
+
+
+#: seeded starts spread over the bounds, tried after a fit that converged where the Hessian is
+#: not positive definite (:func:`spread_starts`)
+SPREAD_STARTS = 4
+
+
+def spread_starts(model: Model, init: np.ndarray, fixed: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  n: int) -> list[np.ndarray]:
+    """``n`` starting points drawn uniformly within the bounds of the free parameters (a fixed
+    seed: the same fit gives the same result every time), within +-2 prior widths of the
+    suggested value where a bound is infinite; fixed parameters keep their values in ``init``."""
+    rng = np.random.default_rng(20261203)
+    w = 2.0 * model.prior_widths()
+    w = np.where(np.isfinite(w) & (w > 0), w, 1.0)
+    a = np.where(np.isfinite(lo), lo, model._init - w)
+    b = np.where(np.isfinite(hi), hi, model._init + w)
+    return [np.ascontiguousarray(np.where(fixed, init, np.clip(a + rng.uniform(size=a.shape) * (b - a), lo, hi)))
+            for _ in range(n)]
 
 
 def better(a_status: int, a_nll: float, b_status: int, b_nll: float) -> bool:
@@ -122,7 +174,7 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         raise ValueError(f"tol: expected a finite value > 0, got {tol!r}")
     out = run(init, maxiter)
     if out[3] != core.FIT_CONVERGED or not out[8]:
-        # retries from the alternative starts (at most two more fits), also where the fit
+        # retries from the alternative starts (at most four more fits), also where the fit
         # converged on a Hessian that is not positive definite (it may be a saddle point, e.g.
         # mu = k = 0 of a signal scaled by mu * k); the best fit is kept
         for start in retry_starts(model, init, fixed, lo, hi):
@@ -131,6 +183,19 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
                 out = alt
             if out[3] == core.FIT_CONVERGED and out[8]:
                 break
+        restart = stalled_start(model, out[0], d, fixed, lo, hi) if out[3] == core.FIT_CONVERGED else None
+        if restart is not None:
+            alt = run(restart, maxiter)
+            if better(alt[3], alt[1], out[3], out[1]):
+                out = alt
+        if out[3] == core.FIT_CONVERGED and not out[8]:
+            # still on a Hessian that is not positive definite: a product of factors of which one
+            # is 0 leaves the others without effect, and the NLL is not convex there; a few
+            # seeded starts spread over the bounds look for a lower minimum
+            for start in spread_starts(model, init, fixed, lo, hi, SPREAD_STARTS):
+                alt = run(start, maxiter)
+                if better(alt[3], alt[1], out[3], out[1]):
+                    out = alt
     kink_note = ""
     if out[3] != core.FIT_CONVERGED:
         def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
@@ -143,7 +208,8 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
             cov, posdef = (core.hesse_cov(r[0], d, fixed, model.arrays, model.aux_arrays, np.empty((0, 0)))
                            if hesse else (np.zeros_like(out[5]), True))
             err, corr = _errors(cov)
-            out = (r[0], r[1], r[2], r[3], r[4], cov, err, corr, posdef, fixed.copy(),
+            status = r[3] if np.all(np.isfinite(err)) else core.FIT_NONFINITE_RESULT
+            out = (r[0], r[1], r[2], status, r[4], cov, err, corr, posdef, fixed.copy(),
                    ~fixed & ((r[0] <= lo) | (r[0] >= hi)))
             kink_note = f"; at the interpolation kink of {', '.join(names)} (alpha = 0, one-sided optimum)"
     theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = out

@@ -20,7 +20,7 @@ from scipy.special import log_ndtr, ndtr  # noqa: F401 - ndtr: the docstring exa
 from nextstat.engine import numba_core as core
 from nextstat.infer import test_statistics as ts
 from nextstat.errors import ConvergenceWarning
-from nextstat.infer.fit import _bounds, _fixed_mask, better, kink_fit, retry_starts
+from nextstat.infer.fit import _bounds, _fixed_mask, better, kink_fit, retry_starts, stalled_start
 from nextstat.model import Model
 from nextstat.results import HypotestResult
 
@@ -69,7 +69,21 @@ def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[f
         t = (sqrt_q * sqrt_q - sqrt_qA * sqrt_qA) / (2.0 * sqrt_qA)
     log_clsb = _log_phi(-(t + sqrt_qA))
     log_clb = _log_phi(-t)
-    return math.exp(log_clsb), math.exp(log_clb), math.exp(log_clsb - log_clb)
+    return math.exp(log_clsb), math.exp(log_clb), math.exp(_log_tail_ratio(log_clsb, log_clb, t, sqrt_qA))
+
+
+def _log_tail_ratio(log_clsb: float, log_clb: float, t: float, s: float) -> float:
+    """log(CLsb / CLb) = log Phi(-(t + s)) - log Phi(-t), also where both logarithms overflow
+    to -inf (t beyond ~1e154, e.g. q ~ 1e300 from yields near 1e300): there the tails'
+    expansion log Phi(-x) = -x^2/2 - log x - log(2 pi)/2 + O(x^-2) gives
+    -s (2t + s)/2 - log(1 + s/t), which is -inf for t = inf and s > 0 (CLs = 0) and 0 for s = 0."""
+    if math.isfinite(log_clb):
+        return log_clsb - log_clb
+    if s == 0.0:
+        return 0.0
+    if not math.isfinite(t):
+        return -math.inf
+    return -0.5 * s * (2.0 * t + s) - math.log1p(s / t)
 
 
 _LOG_CLB_BAND = tuple(_log_phi(-n) for n in _BAND)
@@ -166,11 +180,18 @@ class AsymptoticCalculator:
     def _fit(self, data: np.ndarray, init: np.ndarray, mu: float | None) -> _Fit:
         """Free fit (``mu=None``) from ``init``, or conditional fit at POI = ``mu`` from the free
         optimum ``init``; a fit that does not converge is retried from the starts of
-        :func:`nextstat.infer.fit.retry_starts` (bounded) and the best one is kept."""
+        :func:`nextstat.infer.fit.retry_starts` (bounded), one that converged on a stationary
+        point of :func:`nextstat.infer.fit.stalled_start` from that restart, and the best one
+        is kept."""
         fit = self._fit_once(data, init, mu, True)
-        if fit.converged:
-            return fit
         fixed = self.fixed if mu is None else self._fixed_poi
+        if fit.converged:
+            restart = stalled_start(self.model, fit.bestfit, data, fixed, self._lo, self._hi)
+            if restart is not None:
+                alt = self._fit_once(data, restart, mu, False)
+                if better(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
+                    fit = alt
+            return fit
         start = init.copy()
         if mu is not None:
             start[self.model.poi_index] = mu
@@ -255,6 +276,11 @@ class AsymptoticCalculator:
         tol = 1e-9 * max(1.0, abs(fits[0].nll_dev), abs(fits[3].nll_dev))
         if stats[:, 2].any() or fits[1].nll_dev < fits[0].nll_dev - tol or fits[4].nll_dev < fits[3].nll_dev - tol:
             return False  # a fit did not converge (status != FIT_CONVERGED = 0), or a free fit is not global
+        if stats[:, 5].max() >= 2:  # two free parameters on a bound (counted by the kernel): maybe a stall
+            for k, fx in enumerate((self.fixed, self._fixed_poi, self._fixed_poi, self.fixed, self._fixed_poi)):
+                if stats[k, 5] >= 2 and stalled_start(model, fits[k].bestfit, asimov if k > 2 else self.data, fx,
+                                                      self._lo, self._hi) is not None:
+                    return False  # a fit stopped on a stationary point it cannot leave: refitted one by one
         poi = model.poi_index
         self._obs = _Fits.of(fits[0], poi)
         self._generating = fits[2]

@@ -160,7 +160,11 @@ def _evaluate(calc: AsymptoticCalculator, mu: float) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # one warning for the whole limit
         r = calc.hypotest(mu)
-    return np.r_[r.cls, r.cls_expected], r.converged
+    values = np.r_[r.cls, r.cls_expected]
+    if not np.all(np.isfinite(values)):  # never handed to the root finder
+        raise ValueError(f"upper_limit: CLs is not finite at mu = {mu:g} (observed {r.cls!r}, "
+                         f"expected {r.cls_expected!r}); the model's test statistic is not defined there")
+    return values, r.converged
 
 
 def _bracket(calc: AsymptoticCalculator, model: Model, alpha: float, lo_b: float,

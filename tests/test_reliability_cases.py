@@ -220,6 +220,22 @@ def test_asymptotic_pvalues_far_tail():
     assert np.all(band > 0)
 
 
+def test_asymptotic_pvalues_where_both_log_tails_overflow():
+    """q ~ 1e300 (yields ~1e300): log Phi of both tails is -inf in float64; CLs is the limit of
+    the tails' ratio, 0 with sensitivity (qA > 0) and 1 without, never NaN."""
+    import mpmath
+
+    from nextstat.infer.hypotest import _log_tail_ratio, asymptotic_pvalues
+
+    for sqrt_q, sqrt_qa, ref in ((1e150, 1.0, 0.0), (1e150, 0.0, 1.0), (math.inf, 2.0, 0.0)):
+        clsb, clb, cls = asymptotic_pvalues(sqrt_q, sqrt_qa, "qtilde")
+        assert (clsb, clb, cls) == (0.0, 0.0, ref)
+    # the expansion against mpmath where it is checkable (t = 1e3, s = 0.5: log Phi(-1000.5) - log Phi(-1000))
+    with mpmath.workdps(50):
+        exact = float(mpmath.log(mpmath.ncdf(-1000.5)) - mpmath.log(mpmath.ncdf(-1000)))
+    assert _log_tail_ratio(-math.inf, -math.inf, 1000.0, 0.5) == pytest.approx(exact, rel=1e-6)
+
+
 def test_q0_at_nonzero_mu_tests_mu_zero_as_pyhf(example_model):
     ref = nextstat.hypotest(example_model, 0.0)
     with pytest.warns(UserWarning, match="tests mu = 0"):

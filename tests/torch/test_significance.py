@@ -37,14 +37,6 @@ SETTINGS = [None, {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode"
             {"histosys": {"interpcode": "code2"}}]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors here are tiny: a second intra-op thread only adds contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def workspace(seed: int = 0, signal_constraints: bool = True) -> dict:
     """Channels CR (no signal), SR, VR (a signal bin with zero nominal); every modifier type.

@@ -142,3 +142,15 @@ def nll_pair(spec_ours: dict, spec_pyhf: dict, seed: int = 0) -> tuple[np.ndarra
     init = np.asarray(pm.config.suggested_init())
     points = [init, init + rng.normal(0, 0.05, init.size), init + rng.normal(0, 0.1, init.size)]
     return np.array([model.nll(p) for p in points]), np.array([-float(pm.logpdf(p, data)[0]) for p in points])
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread while a test runs (tiny tensors: a second thread only adds
+    contention on a shared CPU); the torch tests use it for every test (``pytestmark``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,6 +17,8 @@ from nextstat.torch import ProfiledSession, SoftHistogram, profiled_cls_loss
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_neos  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 HISTS = {"signal": np.array([1.0, 3.0, 6.0, 10.0]), "bkg_nom": np.array([40.0, 30.0, 20.0, 10.0]),
          "bkg_up": np.array([30.0, 35.0, 25.0, 12.0]), "bkg_dn": np.array([50.0, 25.0, 15.0, 9.0])}
 

@@ -35,7 +35,7 @@ F64 = torch.float64
 needs_workspaces = pytest.mark.skipif(not testing.have_workspaces(), reason="published likelihoods not found")
 SETTINGS = [None, {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}},
             {"histosys": {"interpcode": "code2"}}]
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def workspace(seed: int = 0, signal_constraints: bool = True) -> dict:

@@ -239,6 +239,19 @@ def torch_statistic(session, samples, h, stat, mu_test):
     return q, grad
 
 
+def numba_fit(session, start: np.ndarray, data: np.ndarray, fixed: np.ndarray, A2) -> tuple[np.ndarray, int]:
+    """One compiled fit ``(theta [P], status)`` from ``start`` (a warm start: the previous
+    histograms' optimum); where it ends non-finite (the new histograms' rates are <= 0 there, e.g.
+    a histosys extrapolated far), once more from the suggested init (the fixed values kept)."""
+    m = session.model
+    args = (data, session._lo, session._hi, fixed, A2, m.aux_arrays, session.maxiter, session.tol, False)
+    th, _, _, _, st, _ = core.newton_fit(start, *args)
+    if st == core.FIT_NONFINITE and not np.array_equal(start, session._init):
+        cold = np.where(fixed, start, session._init)
+        th, _, _, _, st, _ = core.newton_fit(cold, *args)
+    return th, int(st)
+
+
 def _numba_fits(session, layout, x: np.ndarray, data_fn, starts, fixeds, key):
     """Compiled fits of one flat input ``x`` (arrays from :func:`layout_arrays`); ``data_fn(A2)``
     gives the data; returns the fitted parameters (statuses checked as the plain path does)."""
@@ -247,10 +260,9 @@ def _numba_fits(session, layout, x: np.ndarray, data_fn, starts, fixeds, key):
     data = data_fn(A2)
     out, status = [], []
     for start, fixed in zip(starts, fixeds):
-        th, _, _, _, st, _ = core.newton_fit(start, data, session._lo, session._hi, fixed, A2, m.aux_arrays,
-                                             session.maxiter, session.tol, False)
+        th, st = numba_fit(session, start, data, fixed, A2)
         out.append(th)
-        status.append(int(st))
+        status.append(st)
     if any(s != core.FIT_CONVERGED for s in status):
         session._fit_problem(key, *status)
     return out

@@ -132,9 +132,7 @@ def _fit(session, layout, h, data, key, backend):
     if backend == "numba" and B == 1:
         start = session._warm.get(key) or session._init
         A2 = layout_arrays(session.model, session._replacement(layout.samples), layout, h[0].numpy())
-        th, _, _, _, st, _ = core.newton_fit(start, np.ascontiguousarray(data[0].numpy()), session._lo,
-                                             session._hi, session._fixed, A2, session.model.aux_arrays,
-                                             session.maxiter, session.tol, False)
+        th, st = backends.numba_fit(session, start, np.ascontiguousarray(data[0].numpy()), session._fixed, A2)
         if st != core.FIT_CONVERGED:
             session._fit_problem(key, int(st), core.FIT_CONVERGED)
         session._warm[key] = th

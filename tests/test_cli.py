@@ -146,6 +146,7 @@ USAGE_ERRORS = [
     (["frobnicate", "{ws}"], "frobnicate"),
     (["demo", "--epochs", "0"], "--epochs"),
     (["demo", "--seed", "-1"], "--seed"),
+    (["demo", "--benchmark", "higgs"], "--benchmark"),
 ]
 
 

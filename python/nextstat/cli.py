@@ -655,16 +655,21 @@ def plot(kind: str, model: Any, output: str, prefit: bool, log_scale: bool, top:
 
 
 @main.command(context_settings=CONTEXT)
+@click.option("--benchmark", type=click.Choice(["inferno", "norm"]), default="inferno", show_default=True,
+              help="inferno: INFERNO's benchmark 2 (two shape systematics), var(s) loss vs BCE; "
+                   "norm: a normalisation systematic, -Z0 loss vs BCE.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, help="Training epochs for each network.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo_output", help="Folder for the plot and summary.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Random seed.")
 @progress_option
 @verbose_option
-def demo(epochs: int, out_dir: str, seed: int, progress: bool | None) -> None:
-    """Train a small network on the profiled significance (SignificanceLoss) and compare with BCE."""
-    from nextstat.demo import run_demo
-
-    summary = run_demo(epochs=epochs, out_dir=Path(out_dir), seed=seed, progress=resolve_progress(progress))
+def demo(benchmark: str, epochs: int, out_dir: str, seed: int, progress: bool | None) -> None:
+    """Train a small network on a profiled statistic of a full model and compare with BCE."""
+    if benchmark == "inferno":
+        from nextstat.demo_inferno import run_inferno_demo as run
+    else:
+        from nextstat.demo import run_demo as run
+    summary = run(epochs=epochs, out_dir=Path(out_dir), seed=seed, progress=resolve_progress(progress))
     click.echo(summary)
 
 

@@ -15,7 +15,7 @@ Cache policy (Numba's own locators key a file's cache on that file's mtime and s
   ``$XDG_CACHE_HOME/nextstat`` (``~/.cache/nextstat``); :func:`cache_dir` tells which.
 
 The first call of an entry point on an empty cache compiles it (tens of seconds) and says so on
-one line of standard error, once per process (:func:`_announce`); ``nextstat warmup`` compiles
+one line of standard error, once per process (:func:`announce_compiling`); ``nextstat warmup`` compiles
 everything ahead of time.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from numba import njit
 from numba.core import caching, event
 
-__all__ = ["kernel", "leaf", "cache_dir", "kernel_sources", "source_stamp", "KernelCacheLocator"]
+__all__ = ["kernel", "leaf", "cache_dir", "kernel_sources", "source_stamp", "KernelCacheLocator", "is_cached"]
 
 logger = logging.getLogger("nextstat")
 
@@ -130,6 +130,15 @@ def source_stamp(path: Path) -> str:
     return digest.hexdigest()
 
 
+def is_cached(dispatcher) -> bool:
+    """Whether the compiled cache holds code of ``dispatcher`` for the current sources (a hint:
+    it reads the cache's index, as Numba does before loading; ``False`` when that cannot be told)."""
+    try:
+        return bool(dispatcher._cache._cache_file._load_index())
+    except Exception:  # pragma: no cover - Numba internals moved: assume it must compile
+        return False
+
+
 class KernelCacheLocator(caching._CacheLocator):
     """Numba cache locator for the package's kernels: content-hash stamp, user cache directory."""
 
@@ -184,8 +193,7 @@ class _CompileNotice(event.Listener):
         if self.depth == 1:
             self.started = time.perf_counter()
             if not self.announced:
-                self.announced = True
-                _announce(dispatcher.py_func.__name__)
+                announce_compiling(dispatcher.py_func.__name__)
 
     def on_end(self, ev: event.Event) -> None:
         dispatcher = ev.data["dispatcher"]
@@ -201,11 +209,15 @@ class _CompileNotice(event.Listener):
 COMPILE_ESTIMATE_S = 60
 
 
-def _announce(name: str) -> None:
+def announce_compiling(name: str, line: str | None = None) -> None:
+    """Say once per process, on standard error, that the engine compiles (``line``, or the default
+    line of a first compile); ``name`` (the first kernel) goes to the log only.
+    ``NEXTSTAT_QUIET_COMPILE`` silences it."""
+    _NOTICE.announced = True
     if os.environ.get("NEXTSTAT_QUIET_COMPILE"):
         return
-    line = (f"nextstat: compiling the engine, once (~{COMPILE_ESTIMATE_S} s per entry point, cached "
-            f"in {cache_dir()}; `nextstat warmup` compiles everything ahead)")
+    line = line or (f"nextstat: compiling the engine, once (~{COMPILE_ESTIMATE_S} s per entry point, cached "
+                    f"in {cache_dir()}; `nextstat warmup` compiles everything ahead)")
     logger.info("%s [first kernel: %s]", line, name)
     try:
         sys.stderr.write(line + "\n")

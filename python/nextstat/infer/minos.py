@@ -117,6 +117,15 @@ class MinosResult(_ToDict):
                 "intervals": [iv.to_dict() for iv in self.intervals],
                 "converged": self.converged, "fit": self.fit_result.to_dict()}
 
+    def to_dataframe(self):
+        """One row per interval (index: parameter), columns the :class:`MinosInterval` fields
+        after ``name`` and ``lower``, ``upper``. Needs pandas."""
+        import pandas as pd
+
+        rows = [{**{k: v for k, v in iv.to_dict().items() if k != "name"}, "lower": iv.lower, "upper": iv.upper}
+                for iv in self.intervals]
+        return pd.DataFrame(rows, index=pd.Index([iv.name for iv in self.intervals], name="parameter"))
+
     def __repr__(self) -> str:
         return f"MinosResult(converged={self.converged}, intervals={list(self.intervals)!r})"
 

@@ -29,7 +29,7 @@ from nextstat._html import html_summary, html_table
 from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, better, fit, kink_fit, retry_starts
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
 
 __all__ = ["MinosInterval", "MinosResult", "minos"]
@@ -286,6 +286,8 @@ def _parameter_list(model: Model, parameters: Sequence[str] | str | None) -> lis
         return [model.poi_index]
     if isinstance(parameters, str):
         parameters = [parameters]
+    if not isinstance(parameters, Sequence):
+        raise TypeError(f"parameters: expected a parameter name or a list of names, got {type(parameters).__name__}")
     out = []
     for name in parameters:
         if not isinstance(name, str) or name not in model.parameter_names:
@@ -316,6 +318,7 @@ def minos(model: Model, parameters: Sequence[str] | str | None = None, *, fit_re
 
     Raises:
         ValueError: an unknown or fixed parameter, or a ``fit_result`` of another model.
+        TypeError: ``model`` not a Model, ``parameters`` not names, ``fit_result`` not a FitResult.
 
     >>> import nextstat
     >>> m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
@@ -326,7 +329,7 @@ def minos(model: Model, parameters: Sequence[str] | str | None = None, *, fit_re
     """
     from tqdm.auto import tqdm
 
-    idx = _parameter_list(model, parameters)
+    idx = _parameter_list(require_model(model), parameters)
     d = model.data if data is None else model._data(data)
     bounds = model.suggested_bounds() if par_bounds is None else _bounds(model, par_bounds)
     lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])

@@ -537,3 +537,55 @@ def test_torch_loss_never_returns_a_non_finite_value(torch_session, value):
         assert _all_finite(out)
     with pytest.raises(ValueError, match="^histogram: the statistic or its gradient is not finite"):
         loss_fn(h)
+
+
+# --- fit diagnostics (issue 15): wrong types and values are refused naming the argument ----------
+
+
+@pytest.fixture(scope="module")
+def diagnostics_inputs():
+    from conftest import EXAMPLE
+
+    model = nextstat.from_pyhf(EXAMPLE)
+    fit = nextstat.fit(model)
+    return model, fit, nextstat.prediction(model, fit)
+
+
+def _diagnostics_calls():
+    from nextstat import plots
+    from nextstat.interpret import grouped_impacts, rank_impact
+
+    return [
+        (lambda m, f, p: nextstat.prediction(Path("model.json")), TypeError, "^model: expected a nextstat.Model"),
+        (lambda m, f, p: nextstat.minos({"channels": []}), TypeError, "^model: expected"),
+        (lambda m, f, p: nextstat.goodness_of_fit(None), TypeError, "^model: expected"),
+        (lambda m, f, p: grouped_impacts("ws.json"), TypeError, "^model: expected"),
+        (lambda m, f, p: rank_impact(f, method="hesse"), TypeError, "^model: expected"),
+        (lambda m, f, p: nextstat.minos(m, 5), TypeError, "^parameters: expected a parameter name"),
+        (lambda m, f, p: grouped_impacts(m, fit_result=f.to_dict()), TypeError, "^fit_result: expected a nextstat"),
+        (lambda m, f, p: rank_impact(m, fit_result="fit", method="hesse"), TypeError, "^fit_result: expected"),
+        (lambda m, f, p: plots.plot_data_mc(f), TypeError, "^prediction: expected a nextstat PredictionResult"),
+        (lambda m, f, p: plots.plot_data_mc(p, ncols=1.5), ValueError, "^ncols: expected an integer"),
+        (lambda m, f, p: plots.plot_data_mc(p, ncols="2"), ValueError, "^ncols: expected an integer"),
+        (lambda m, f, p: plots.draw_data_mc(None, ["a"], [[1.0, 2.0]], [0.1, 0.1], [-1.0, 2.0]), ValueError,
+         "^data: expected finite counts"),
+        (lambda m, f, p: plots.plot_correlation(f, threshold=2.0), ValueError, r"^threshold: expected a number in \[0, 1\]"),
+        (lambda m, f, p: plots.plot_correlation(f, threshold=float("nan")), ValueError, "^threshold: expected"),
+    ]
+
+
+@pytest.mark.parametrize("k", range(14))
+def test_diagnostics_refuse_naming_the_argument(diagnostics_inputs, k):
+    calls = _diagnostics_calls()
+    assert len(calls) == 14
+    call, exc, match = calls[k]
+    with pytest.raises(exc, match=match):
+        call(*diagnostics_inputs)
+
+
+def test_plot_data_mc_takes_one_channel_name(diagnostics_inputs):
+    from nextstat.plots import plot_data_mc
+
+    _, _, pred = diagnostics_inputs
+    fig = plot_data_mc(pred, channels="SR", style=None)
+    assert [a.get_title(loc="right") for a in fig.axes if a.get_title(loc="right")] == ["SR"]

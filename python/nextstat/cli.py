@@ -626,7 +626,8 @@ def rank(model: Any, top: int | None, plot_file: str | None, progress: bool | No
 @click.option("--prefit", is_flag=True, help="data-mc: the pre-fit prediction (no fit).")
 @click.option("--log-scale", is_flag=True, help="data-mc: logarithmic y axes.")
 @click.option("--top", type=click.IntRange(min=1), default=None,
-              help="pulls, corr: only the N most pulled / most correlated parameters.")
+              help="pulls, corr: only the N most pulled / most correlated parameters [default: all, a large "
+                   "model's trimmed as nextstat.plots.plot_from_model does].")
 def plot(kind: str, model: Any, output: str, prefit: bool, log_scale: bool, top: int | None) -> None:
     """Draw a standard plot from a fit of the workspace (data-mc: per channel, pre- or post-fit)."""
     from nextstat.plots import plot_from_model

@@ -627,6 +627,13 @@ class Model:
                 f"parameters={self.n_params}, poi={self.poi_name!r})")
 
 
+def require_model(model: Any) -> Model:
+    """``model`` itself; TypeError naming the argument when it is not a compiled :class:`Model`."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected a nextstat.Model (nextstat.from_pyhf(...)), got {type(model).__name__}")
+    return model
+
+
 def _resolve_poi(paramsets: Mapping[str, _ParamSet], measurement: dict, index: int,
                  poi_name: str | None | _MeasurementPOI) -> str | None:
     """The POI of the model: ``poi_name`` where given (None: no POI), else the measurement's

@@ -61,6 +61,16 @@ def test_sbottom_equals_cabinetry():
     assert nextstat.goodness_of_fit(model, fit) == pytest.approx(cabinetry_gof_formula(ws, fit.nll), rel=1e-7)
 
 
+@needs_workspaces
+def test_tttt_equals_cabinetry():
+    """249 parameters with shapesys (Poisson constraints) and 6 normfactors: dof = 31 - 6."""
+    ws = testing.tttt()
+    model = nextstat.from_pyhf(ws)
+    fit = nextstat.fit(model)
+    assert degrees_of_freedom(model) == 31 - 6
+    assert nextstat.goodness_of_fit(model, fit) == pytest.approx(cabinetry_gof_formula(ws, fit.nll), rel=1e-8)
+
+
 def test_definition_by_hand():
     """dof = bins - free unconstrained parameters; p = chi2.sf(2 (NLL - NLL_saturated), dof),
     the saturated NLL written out for the example (Poisson terms at n and at the shapesys

@@ -123,6 +123,13 @@ def test_fit_result_without_hesse_and_defaults():
     with pytest.raises(TypeError):
         default.errors["x"] = (0, 0)  # read-only
     assert "<table" in default._repr_html_()
+    df = default.to_dataframe()
+    assert list(df.index) == [model.poi_name] and df.index.name == "parameter"
+    assert list(df.columns) == ["value", "minus", "plus", "lower_at_bound", "upper_at_bound", "lower_converged",
+                                "upper_converged", "n_fits", "lower", "upper"]
+    iv = default.intervals[0]
+    assert (df.loc[model.poi_name, "minus"], df.loc[model.poi_name, "plus"]) == default.errors[model.poi_name]
+    assert df.loc[model.poi_name, "lower"] == iv.value + iv.minus and df.loc[model.poi_name, "upper"] == iv.upper
 
 
 def test_refusals():

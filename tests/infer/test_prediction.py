@@ -99,6 +99,17 @@ def test_sbottom_postfit_equals_cabinetry():
     assert_same(nextstat.prediction(model, fit), cabinetry_prediction(ws, fit))
 
 
+@needs_workspaces
+def test_tttt_pre_and_postfit_equal_cabinetry():
+    """The ATLAS four-top likelihood: 19 samples over 5 channels, shapesys and 6 normfactors."""
+    ws = testing.tttt()
+    model = nextstat.from_pyhf(ws)
+    fit = nextstat.fit(model)
+    assert fit.converged
+    for fr in (None, fit):
+        assert_same(nextstat.prediction(model, fr), cabinetry_prediction(ws, fr))
+
+
 def linear_workspace() -> dict:
     """Rates linear in every parameter: normfactors, lumi, staterror, shapesys, shapefactor."""
     ws = copy.deepcopy(all_modifiers_workspace())

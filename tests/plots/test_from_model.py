@@ -45,6 +45,26 @@ def test_contents(model) -> None:
     assert lo <= result.mu <= hi
     yields = plot_from_model("yields", model)
     assert [a.get_title() for a in yields.axes] == model.channels
+    assert yields.get_suptitle() == "post-fit"
+
+
+def test_pulls_of_a_large_model_keep_the_largest() -> None:
+    """Above PULLS_TOP_ABOVE constrained parameters only the PULLS_TOP_N largest |pull| are
+    drawn (issue 15: the four-top model's 242 gave a 10,361-pixel-tall plot)."""
+    from nextstat.builders import build_workspace_from_histograms
+    from nextstat.plots.from_model import PULLS_TOP_ABOVE, PULLS_TOP_N
+
+    n = PULLS_TOP_ABOVE + 5
+    rng = np.random.default_rng(1)
+    bkg = {f"b{k}": list(rng.uniform(20.0, 40.0, 3)) for k in range(n)}
+    total = np.sum(list(bkg.values()), axis=0)
+    ws = build_workspace_from_histograms([5.0, 8.0, 6.0], bkg, data=list(np.round(total * [1.3, 0.8, 1.1])),
+                                         normsys={f"b{k}": {f"n{k}": (0.9, 1.1)} for k in range(n)})
+    big = nextstat.from_pyhf(ws)
+    fit = nextstat.fit(big)
+    labels = [t.get_text() for t in plot_from_model("pulls", big).axes[0].get_yticklabels()]
+    pulls = {f"n{k}": abs(fit.value(f"n{k}")) for k in range(n)}
+    assert labels == sorted(pulls, key=lambda k: -pulls[k])[:PULLS_TOP_N]
 
 
 def test_unknown_kind(model) -> None:

@@ -335,9 +335,26 @@ def test_profile_levels_and_failed_points() -> None:
 def test_yields_one_axis_per_channel_with_legend() -> None:
     fig = plot_yields(**make_yields())
     assert [a.get_title() for a in fig.axes] == ["SR_b", "CR_ttbar"]
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert labels == ["data", "signal", "W+jets", "ttbar", "uncertainty"]
-    assert fig.axes[1].get_legend() is None
+    assert fig.axes[0].get_legend() is None
+
+
+def test_yields_many_samples_distinct_colours_legend_outside() -> None:
+    """Issue 15: on the four-top model (19 samples) the colours repeated (C0..C9) and the
+    legend covered the data; every sample gets its own colour, the legend sits right of the axes."""
+    kw = make_yields()
+    names = [f"sample {k}" for k in range(23)]
+    kw["sample_names"] = names
+    kw["yields"] = [np.tile(y[:1], (23, 1)) / 23 for y in kw["yields"]]
+    fig = plot_yields(**kw)
+    fills = [p.get_facecolor() for p in fig.axes[0].patches if p.get_label() in names]
+    assert len(fills) == 23 and len(set(fills)) == 23
+    fig.canvas.draw()
+    legend = fig.axes[-1].get_legend().get_window_extent()
+    for a in fig.axes:
+        box = a.get_window_extent()
+        assert legend.x0 >= box.x1 or legend.y1 <= box.y0  # no overlap with any panel
 
 
 def test_yields_on_given_axes_and_errors() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import fit
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult
 
 __all__ = ["goodness_of_fit", "saturated_deviance", "degrees_of_freedom"]
@@ -60,6 +60,7 @@ def goodness_of_fit(model: Model, fit_result: FitResult | None = None, *, data: 
         ValueError: no degrees of freedom (as many free unconstrained parameters as bins, or
             more; cabinetry returns NaN there), a ``fit_result`` of another model, or one whose
             NLL does not match ``data``.
+        TypeError: ``model`` not a Model or ``fit_result`` not a FitResult.
 
     >>> import nextstat
     >>> m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
@@ -69,6 +70,7 @@ def goodness_of_fit(model: Model, fit_result: FitResult | None = None, *, data: 
     """
     from scipy.stats import chi2
 
+    require_model(model)
     d = model.data if data is None else model._data(data)
     if fit_result is None:
         fit_result = fit(model, data=d, hesse=False)

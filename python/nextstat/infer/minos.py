@@ -29,7 +29,7 @@ from nextstat._html import html_summary, html_table
 from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, better, fit, kink_fit, retry_starts
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
 
 __all__ = ["MinosInterval", "MinosResult", "minos"]
@@ -116,6 +116,15 @@ class MinosResult(_ToDict):
         return {"errors": {k: list(v) for k, v in self.errors.items()},
                 "intervals": [iv.to_dict() for iv in self.intervals],
                 "converged": self.converged, "fit": self.fit_result.to_dict()}
+
+    def to_dataframe(self):
+        """One row per interval (index: parameter), columns the :class:`MinosInterval` fields
+        after ``name`` and ``lower``, ``upper``. Needs pandas."""
+        import pandas as pd
+
+        rows = [{**{k: v for k, v in iv.to_dict().items() if k != "name"}, "lower": iv.lower, "upper": iv.upper}
+                for iv in self.intervals]
+        return pd.DataFrame(rows, index=pd.Index([iv.name for iv in self.intervals], name="parameter"))
 
     def __repr__(self) -> str:
         return f"MinosResult(converged={self.converged}, intervals={list(self.intervals)!r})"
@@ -277,6 +286,8 @@ def _parameter_list(model: Model, parameters: Sequence[str] | str | None) -> lis
         return [model.poi_index]
     if isinstance(parameters, str):
         parameters = [parameters]
+    if not isinstance(parameters, Sequence):
+        raise TypeError(f"parameters: expected a parameter name or a list of names, got {type(parameters).__name__}")
     out = []
     for name in parameters:
         if not isinstance(name, str) or name not in model.parameter_names:
@@ -307,6 +318,7 @@ def minos(model: Model, parameters: Sequence[str] | str | None = None, *, fit_re
 
     Raises:
         ValueError: an unknown or fixed parameter, or a ``fit_result`` of another model.
+        TypeError: ``model`` not a Model, ``parameters`` not names, ``fit_result`` not a FitResult.
 
     >>> import nextstat
     >>> m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
@@ -317,7 +329,7 @@ def minos(model: Model, parameters: Sequence[str] | str | None = None, *, fit_re
     """
     from tqdm.auto import tqdm
 
-    idx = _parameter_list(model, parameters)
+    idx = _parameter_list(require_model(model), parameters)
     d = model.data if data is None else model._data(data)
     bounds = model.suggested_bounds() if par_bounds is None else _bounds(model, par_bounds)
     lo, hi = np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])

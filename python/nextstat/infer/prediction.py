@@ -35,7 +35,7 @@ import numpy as np
 from nextstat._html import html_summary, html_table, pdg_round
 from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
 
 __all__ = ["ChannelPrediction", "PredictionResult", "prediction", "prefit_parameters"]
@@ -348,6 +348,7 @@ def prediction(model: Model, fit_result: FitResult | None = None, *, data: Any =
     Raises:
         ValueError: a fit of another model, a fit without Hesse errors, an unknown ``method``,
             or a free constrained parameter of infinite width pre-fit.
+        TypeError: ``model`` not a Model or ``fit_result`` not a FitResult.
 
     >>> import nextstat
     >>> m = nextstat.from_pyhf(nextstat.examples.simple_workspace())
@@ -355,6 +356,7 @@ def prediction(model: Model, fit_result: FitResult | None = None, *, data: Any =
     >>> bool(np.allclose(pre.total, pre.yields.sum(axis=0)))
     True
     """
+    require_model(model)
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     converged = True

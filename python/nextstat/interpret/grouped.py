@@ -203,6 +203,7 @@ def grouped_impacts(model: Model, groups: Mapping[str, Sequence[str]] | None = N
     Raises:
         ValueError: a model without a free POI, a nominal fit that did not converge or has no
             covariance, unknown parameter names, a group holding the POI.
+        TypeError: ``model`` not a Model or ``fit_result`` not a FitResult.
 
     >>> import nextstat
     >>> from nextstat.builders import build_workspace_from_histograms

@@ -73,7 +73,7 @@ from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.interpret._refits import _affects_rates, _run_refits
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult
 
 __all__ = ["COLUMNS", "METHODS", "RankingResult", "format_ranking", "rank_impact", "rank_impact_df"]
@@ -192,8 +192,8 @@ class NominalFit:
 def nominal_fit(model: Model, *, data: Any, fit_result: FitResult | None, init_pars: Any, fixed_params: Any,
                 par_bounds: Any, what: str) -> NominalFit:
     """The checked inputs and the converged nominal fit (``fit_result`` checked, or fitted here)
-    of the impact computation ``what``; ValueError naming what is wrong."""
-    if model.poi_index is None:
+    of the impact computation ``what``; ValueError (TypeError for a wrong type) naming what is wrong."""
+    if require_model(model).poi_index is None:
         raise ValueError(f"model: a POI is required for {what}")
     poi = model.poi_index
     d = model._data(data)
@@ -204,6 +204,8 @@ def nominal_fit(model: Model, *, data: Any, fit_result: FitResult | None, init_p
     if fit_result is None:
         with single_threaded_blas():
             fit_result = fit(model, data=d, init_pars=init_pars, fixed_params=fixed, par_bounds=bounds, hesse=True)
+    elif not isinstance(fit_result, FitResult):
+        raise TypeError(f"fit_result: expected a nextstat FitResult, got {type(fit_result).__name__}")
     elif fit_result.bestfit.shape != (model.n_params,) or not np.array_equal(fit_result.fixed, fixed):
         raise ValueError("fit_result: not a fit of this model with these fixed parameters")
     if not fit_result.converged:
@@ -278,6 +280,7 @@ def rank_impact(
     Raises:
         ValueError: bad arguments, a model without a POI, a fixed POI, or a nominal fit that did
             not converge.
+        TypeError: ``model`` not a Model or ``fit_result`` not a FitResult.
 
     Example::
 

@@ -30,7 +30,10 @@ def correlated_parameters(correlation: np.ndarray, threshold: float) -> np.ndarr
     corr = np.asarray(correlation, dtype=float)
     if corr.ndim != 2 or corr.shape[0] != corr.shape[1]:
         raise ValueError(f"correlation must be a square matrix, got shape {corr.shape}")
-    if threshold <= 0:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold: expected a number in [0, 1], got {threshold!r}")
+    if threshold == 0:
         return np.arange(corr.shape[0])
     off = np.abs(corr - np.diag(np.diag(corr)))
     return np.flatnonzero(np.nanmax(off, axis=1, initial=0.0) >= threshold)

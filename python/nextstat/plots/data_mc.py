@@ -162,6 +162,8 @@ def draw_data_mc(
         raise ValueError("bin_edges must be strictly increasing")
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(unc)) and np.all(unc >= 0)):
         raise ValueError("yields and total_stdev must be finite, total_stdev >= 0")
+    if not (np.all(np.isfinite(counts)) and np.all(counts >= 0)):
+        raise ValueError("data: expected finite counts >= 0")
     cols = sample_colors(len(names)) if colors is None else list(colors)
     if len(cols) != len(names):
         raise ValueError(f"colors: expected one colour per sample ({len(names)}), got {len(cols)}")
@@ -266,7 +268,7 @@ def plot_data_mc(
 
     Args:
         prediction: a :class:`nextstat.PredictionResult`.
-        channels: the channels to draw, in order; default all.
+        channels: the channels to draw, in order (or one channel's name); default all.
         bin_edges: per channel name, the bin edges (shape ``(n + 1,)``); channels left out are
             drawn against the bin number.
         log_scale: logarithmic y axes.
@@ -277,9 +279,15 @@ def plot_data_mc(
         The Figure.
 
     Raises:
-        KeyError: an unknown channel. ValueError: no channel, or bad ``bin_edges``.
+        KeyError: an unknown channel. ValueError: no channel, bad ``bin_edges`` or ``ncols``.
+        TypeError: ``prediction`` is not a PredictionResult.
     """
-    names = list(prediction.channels if channels is None else channels)
+    from nextstat.infer.prediction import PredictionResult
+
+    if not isinstance(prediction, PredictionResult):
+        raise TypeError(f"prediction: expected a nextstat PredictionResult (nextstat.prediction(...)), "
+                        f"got {type(prediction).__name__}")
+    names = list(prediction.channels if channels is None else [channels] if isinstance(channels, str) else channels)
     if not names:
         raise ValueError("channels: no channel to draw")
     chans = [prediction.channel(c) for c in names]
@@ -294,9 +302,9 @@ def plot_data_mc(
     present = [s for s in order if total[samples.index(s)] > 0] or order
     rows_of = {s: k for k, s in enumerate(samples)}
     k = len(chans)
+    if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1):
+        raise ValueError(f"ncols: expected an integer >= 1 or None, got {ncols!r}")
     nc = min(3, k) if ncols is None else int(ncols)
-    if nc < 1:
-        raise ValueError(f"ncols: expected >= 1, got {ncols!r}")
     nr = -(-k // nc)
     height = 4.4 * nr
     ncol = _legend_columns(len(present) + 2, height)

@@ -14,6 +14,11 @@ __all__ = ["KINDS", "plot_from_model"]
 #: the plots :func:`plot_from_model` draws
 KINDS = ("pulls", "corr", "brazil", "profile", "yields")
 
+#: models with more constrained nuisance parameters than this get only the ``PULLS_TOP_N``
+#: largest pulls drawn (the ATLAS four-top model's 242 make a 10,361-pixel-tall plot)
+PULLS_TOP_ABOVE = 40
+#: ... this many
+PULLS_TOP_N = 40
 #: models with more free parameters than this get their correlation matrix pruned
 CORR_PRUNE_ABOVE = 40
 #: ... to the parameters with some |off-diagonal correlation| of at least this
@@ -48,7 +53,8 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
     ``kind``      what is computed and drawn
     ============  ============================================================================
     ``pulls``     :func:`nextstat.fit`; :func:`~nextstat.plots.plot_pulls` of the constrained
-                  nuisance parameters.
+                  nuisance parameters (above ``PULLS_TOP_ABOVE`` of them, the
+                  ``PULLS_TOP_N`` largest ``|pull|``).
     ``corr``      :func:`nextstat.fit`; :func:`~nextstat.plots.plot_correlation` of the free
                   parameters (above ``CORR_PRUNE_ABOVE`` of them, only those with some
                   ``|correlation| >= CORR_PRUNE_THRESHOLD``).
@@ -59,7 +65,7 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
                   (inside the POI's bounds); :func:`~nextstat.plots.plot_profile`.
     ``yields``    :func:`nextstat.fit`; post-fit yields per channel and sample, the data, and
                   the post-fit uncertainty of the total (linear propagation of the covariance);
-                  :func:`~nextstat.plots.plot_yields`.
+                  :func:`~nextstat.plots.plot_yields`, titled "post-fit".
     ============  ============================================================================
 
     ``sigma`` is the POI's Hesse error in the fit.
@@ -87,7 +93,11 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
         raise ValueError(f"the fit did not converge ({result.message}); nothing to plot")
 
     if kind == "pulls":
-        return plot_pulls(result, model=model)
+        with np.errstate(invalid="ignore"):
+            prior = np.asarray(model.prior_widths(), dtype=float)
+            drawn = np.isfinite(prior) & (prior > 0) & ~np.asarray(result.fixed, dtype=bool)
+        ranked = int(np.count_nonzero(drawn))
+        return plot_pulls(result, model=model, top_n=PULLS_TOP_N if ranked > PULLS_TOP_ABOVE else None)
     if kind == "corr":
         n_free = int(np.count_nonzero(~result.fixed))
         threshold = CORR_PRUNE_THRESHOLD if n_free > CORR_PRUNE_ABOVE else 0.0
@@ -115,10 +125,12 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
     main = model._data(data)[: model.n_bins]
     chans = model.channels
     sl = [model.channel_slices[c] for c in chans]
-    return plot_yields(
+    fig = plot_yields(
         chans,
         model.samples,
         [np.array([by_sample[s][k] for s in model.samples]) for k in sl],
         [main[k] for k in sl],
         [unc[k] for k in sl],
     )
+    fig.suptitle("post-fit", x=0.01, ha="left", fontsize="medium", fontweight="bold")
+    return fig

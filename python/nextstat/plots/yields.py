@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from nextstat.plots.data_mc import _legend_columns, _legend_width, sample_colors
+
 __all__ = ["plot_yields"]
 
 
@@ -63,8 +65,10 @@ def plot_yields(
     """Draw stacked sample yields, data and the total-prediction uncertainty, one axis per channel.
 
     In each channel the samples are stacked in ``sample_names`` order (first at the bottom),
-    data are black points with Poisson errors ``sqrt(n)``, and the prediction's uncertainty is
-    a hatched band ``total +- uncertainty``. One legend is drawn, on the first axis.
+    one colour per sample (:func:`nextstat.plots.data_mc.sample_colors`, distinct for any
+    number of samples), data are black points with Poisson errors ``sqrt(n)``, and the
+    prediction's uncertainty is a hatched band ``total +- uncertainty``. One legend is drawn,
+    to the right of the last axis (outside the data).
 
     Args:
         channel_names: channel names, length ``C`` (used as axis titles).
@@ -89,15 +93,18 @@ def plot_yields(
     n_ch = len(channels)
     if n_ch == 0:
         raise ValueError("no channel to draw")
+    height = 4.2
+    legend_cols = _legend_columns(len(sample_names) + 2, height)
     if ax is None:
-        fig = Figure(figsize=(min(4.0 * n_ch, 16.0) + 1.0, 4.2), layout="constrained")
+        width = min(4.0 * n_ch, 16.0) + 1.0 + legend_cols * _legend_width(sample_names)
+        fig = Figure(figsize=(width, height), layout="constrained")
         axes = list(np.atleast_1d(fig.subplots(1, n_ch, squeeze=False)[0]))
     else:
         axes = [ax] if isinstance(ax, Axes) else list(ax)
         if len(axes) != n_ch:
             raise ValueError(f"ax must hold one Axes per channel ({n_ch}), got {len(axes)}")
 
-    colors = [f"C{i % 10}" for i in range(len(sample_names))]
+    colors = sample_colors(len(sample_names))
     for c, (a, (y, d, u, edges)) in enumerate(zip(axes, channels, strict=True)):
         base = np.zeros(y.shape[1])
         for s, sample in enumerate(sample_names):
@@ -123,14 +130,13 @@ def plot_yields(
             a.set_yscale("log")
             a.set_ylim(low * 0.5, high * 30)
         else:
-            a.set_ylim(0.0, high * 1.35)  # head room for the legend
+            a.set_ylim(0.0, high * 1.15)
         if c == 0:
             a.set_ylabel("events")
     handles, labels = axes[0].get_legend_handles_labels()
     n_stack = len(sample_names)
     # data, then the samples from the top of the stack down, then the band
     order = [n_stack + 1, *range(n_stack - 1, -1, -1), n_stack]
-    axes[0].legend([handles[i] for i in order], [labels[i] for i in order],
-                   fontsize="small", frameon=False, loc="upper right",
-                   ncols=2 if n_stack > 3 else 1)
+    axes[-1].legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small", frameon=False,
+                    loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, ncols=legend_cols)
     return axes[0].figure

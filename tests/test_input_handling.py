@@ -589,3 +589,22 @@ def test_plot_data_mc_takes_one_channel_name(diagnostics_inputs):
     _, _, pred = diagnostics_inputs
     fig = plot_data_mc(pred, channels="SR", style=None)
     assert [a.get_title(loc="right") for a in fig.axes if a.get_title(loc="right")] == ["SR"]
+
+
+# --- the inference entry points refuse what is not a compiled model (was AttributeError) ------------
+
+INFERENCE_CALLS = {
+    "fit": lambda bad: nextstat.fit(bad),
+    "hypotest": lambda bad: nextstat.hypotest(bad, 1.0),
+    "upper_limit": lambda bad: nextstat.upper_limit(bad),
+    "profile_scan": lambda bad: nextstat.profile_scan(bad, [0.5, 1.0]),
+    "fit_toys": lambda bad: nextstat.fit_toys(bad, [1.0], n_toys=2),
+    "hypotest_toys": lambda bad: nextstat.hypotest_toys(bad, 1.0, n_toys=2),
+}
+
+
+@pytest.mark.parametrize("bad", ["ws.json", Path("ws.json"), {"channels": []}, None], ids=["str", "path", "dict", "none"])
+@pytest.mark.parametrize("name", sorted(INFERENCE_CALLS))
+def test_inference_entry_points_refuse_a_non_model(name, bad):
+    with pytest.raises(TypeError, match=r"^model: expected a nextstat.Model \(nextstat.from_pyhf\(\.\.\.\)\), got "):
+        INFERENCE_CALLS[name](bad)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from nextstat.engine import numba_core as core
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult
 
 _MESSAGES = {
@@ -194,6 +194,7 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
     Returns:
         FitResult. A fit that did not converge says so (``converged=False``, ``message``).
     """
+    require_model(model)
     t0 = time.perf_counter()
     d = model.data if data is None else model._data(data)
     init = model._init if init_pars is None else model._pars(init_pars, "init_pars")

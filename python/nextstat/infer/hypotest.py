@@ -21,7 +21,7 @@ from nextstat.engine import numba_core as core
 from nextstat.infer import test_statistics as ts
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, better, kink_fit, retry_starts, stalled_start
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import HypotestResult
 
 #: test statistics with asymptotic p-values (as pyhf 0.7.6); t_mu values are available from
@@ -353,6 +353,7 @@ def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str 
         calctype: "asymptotics" (arXiv:1007.1727) or "toybased" (pseudo-experiments; see
             :func:`nextstat.hypotest_toys`, which receives ``toy_options``).
     """
+    require_model(model)
     if test_stat is None:
         test_stat = "q0" if mu == 0 else "qtilde"
     if calctype == "toybased":

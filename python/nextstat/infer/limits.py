@@ -10,7 +10,7 @@ import numpy as np
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import hesse
 from nextstat.infer.hypotest import AsymptoticCalculator
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import UpperLimitResult
 from nextstat.progress import resolve as progress_rule
 
@@ -91,6 +91,7 @@ def upper_limit(model: Model, *, alpha: float = 0.05, data: Any = None, scan: An
     Fits independent of mu (free fits, Asimov data) are done once per POI range; each mu costs
     two conditional fits warm-started from the free fits.
     """
+    require_model(model)
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: expected a value in (0, 1), got {alpha!r}")
     if not 0.0 < rtol < 1.0:

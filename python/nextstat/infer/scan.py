@@ -9,7 +9,7 @@ import numpy as np
 
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import ProfileScanResult
 from nextstat.progress import resolve as progress_rule
 
@@ -24,6 +24,7 @@ def profile_scan(model: Model, mu_values: Any, *, data: Any = None, init_pars: A
     Args:
         mu_values: POI values, shape (n,). Other arguments as in :func:`nextstat.fit`.
     """
+    require_model(model)
     from tqdm.auto import tqdm
 
     mus = np.asarray(mu_values, dtype=float)

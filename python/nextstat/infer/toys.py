@@ -62,7 +62,7 @@ from nextstat.infer.toy_sampler import (  # noqa: F401 - re-exported
     _ToySampler,
     sample_toys,
 )
-from nextstat.model import Model
+from nextstat.model import Model, require_model
 from nextstat.results import FitResult, HypotestResult, ToyDistributions, ToyFitResults
 
 __all__ = ["RNG_BLOCK", "expected_band", "fit_toys", "hypotest_from_toys", "hypotest_toys", "sample_toys",
@@ -133,6 +133,7 @@ def fit_toys(model: Model, pars: Any, *, n_toys: int | None = None, seed: int = 
     >>> bool(np.isclose(toys.bestfit[:, model.poi_index].mean(), 1.0, atol=0.3))
     True
     """
+    require_model(model)
     t0 = time.perf_counter()
     p = model._pars(pars)
     seed = _seed(seed)
@@ -502,6 +503,7 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
         reaches ``q_obs`` (CLb = 0, CLs undefined) or, for q0, no signal toy does (p0 = 0):
         generate more toys. ImportError: ``executor="ray"`` without Ray.
     """
+    require_model(model)
     d = toy_distributions(model, mu, n_toys=n_toys, n_toys_sb=n_toys_sb, n_toys_b=n_toys_b, seed=seed,
                           first_toy=first_toy, device=device, test_stat=test_stat, data=data, init_pars=init_pars,
                           par_bounds=par_bounds, fixed_params=fixed_params, progress=progress, chunk_size=chunk_size,

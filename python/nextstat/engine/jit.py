@@ -89,9 +89,10 @@ def _module_file(name: str) -> Path | None:
 
 @cache
 def _kernel_imports(path: Path) -> tuple[Path, ...]:
-    """Kernel modules that the module at ``path`` imports directly (``import``/``from`` lines)."""
+    """Kernel modules, and the engine's modules that gather kernels' names (``numba_core``), that
+    the module at ``path`` imports directly (``import``/``from`` lines)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    kernels = set(kernel_sources())
+    kernels = set(kernel_sources()) | {p.resolve() for p in (PACKAGE_DIR / "engine").glob("*.py")}
     package = ".".join(("nextstat", *path.relative_to(PACKAGE_DIR).parent.parts))
     found = set()
     for node in ast.walk(tree):

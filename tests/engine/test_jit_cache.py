@@ -102,3 +102,25 @@ def test_kernel_sources_cover_every_kernel_module():
         text = path.read_text(encoding="utf-8")
         if "@njit" in text or "numba.njit" in text:
             pytest.fail(f"{path} compiles kernels outside nextstat.engine.jit's policy")
+
+
+STAMP = """import json
+from pathlib import Path
+from nextstat.engine import jit
+print(json.dumps({"stamp": jit.source_stamp(jit.PACKAGE_DIR / "engine" / "overrides.py")}))
+"""
+
+
+def test_stamp_of_a_kernel_importing_numba_core_follows_the_compiled_modules(tree: Path):
+    # overrides.py calls kernels through the numba_core gathering module, which holds no kernel
+    env = dict(os.environ, PYTHONPATH=str(tree))
+
+    def stamp() -> str:
+        out = subprocess.run([sys.executable, "-c", STAMP], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=tree, check=True)
+        return json.loads(out.stdout)["stamp"]
+
+    before = stamp()
+    rates = tree / "nextstat" / "engine" / "compiled" / "rates.py"
+    rates.write_text(rates.read_text() + "\n# edited\n")
+    assert stamp() != before

@@ -29,6 +29,7 @@ _LAZY: dict[str, str] = {
     "from_pyhf": "nextstat.model",
     "fit": "nextstat.infer.fit",
     "fixed_poi_fit": "nextstat.infer.fit",
+    "asimov_data": "nextstat.infer.fit",
     "hypotest": "nextstat.infer.hypotest",
     "upper_limit": "nextstat.infer.limits",
     "scan_patches": "nextstat.infer.patchscan",

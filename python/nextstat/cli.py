@@ -26,9 +26,7 @@ import json
 import logging
 import math
 import os
-import stat
 import sys
-import tempfile
 import traceback
 import warnings
 import zlib
@@ -39,6 +37,7 @@ from typing import Any, Callable, NoReturn
 import click
 
 from nextstat._version import __version__
+from nextstat.atomic import atomic_output, save_figure, write_atomic  # noqa: F401 - also used by commands/
 from nextstat.engine.warmup import PARTS as WARMUP_PARTS
 from nextstat.commands.pyhf_compat import engine_options
 
@@ -361,52 +360,6 @@ def to_strict_json(payload: Any, *, indent: int | None = 2) -> str:
     anything else raises TypeError. Dict keys become strings.
     """
     return json.dumps(_json_safe(payload), indent=indent, allow_nan=False)
-
-
-def _new_file_mode(path: Path) -> int:
-    """Permission bits for ``path``: those of the file it replaces, else 0o666 less the umask."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s directory; on success move it onto ``path``.
-
-    ``os.replace`` makes the write atomic: readers see the old file or the complete new one.
-    On any failure the temporary file is removed and ``path`` is left as it was.
-    """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, _new_file_mode(target))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_output`)."""
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def save_figure(fig: Any, path: str | os.PathLike) -> None:
-    """Save a matplotlib figure to ``path`` atomically, in the format named by its suffix."""
-    fmt = Path(path).suffix[1:].lower()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
 
 
 # --------------------------------------------------------------------------- shared options

@@ -598,27 +598,6 @@ class Model:
         """Analytic Hessian of :meth:`nll`, shape (n_params, n_params)."""
         return core.nll_grad_hess(self._pars(pars), self._data(data), self.arrays, self.aux_arrays, True)[2]
 
-    def asimov_data(self, mu: float = 0.0, *, data: Any = None, pars: Any = None) -> np.ndarray:
-        """Asimov data as pyhf builds it (arXiv:1007.1727 sec. 3.8).
-
-        The nuisance parameters are profiled on ``data`` (observed by default) with the POI fixed
-        at ``mu``, then the expected main and auxiliary data are returned, shape
-        (n_bins + n_aux,). With ``pars`` given, the expected data at ``pars`` is returned instead.
-        """
-        if pars is not None:
-            return self.expected_data(pars)
-        if self.poi_index is None:
-            raise ValueError("asimov_data: the model has no POI to set to mu; pass pars= (expected data at "
-                             "those parameters), or build the model with a POI (from_pyhf(ws, poi_name=...))")
-        from nextstat.infer.fit import fit
-
-        init = self.suggested_init()
-        init[self.poi_index] = mu
-        fixed = self.fixed_params.copy()
-        fixed[self.poi_index] = True
-        res = fit(self, data=data, init_pars=init, fixed_params=fixed, hesse=False)
-        return self.expected_data(res.bestfit)
-
     def with_nominal(self, sample: str, nominal: Any) -> Model:  # pragma: no cover - torch layer
         raise NotImplementedError
 

@@ -11,7 +11,7 @@ Format (version 1)
     * one entry per array field, named as the field (float64, int64 or bool); a field that is
       None is absent.
 
-    Files are written atomically (:func:`nextstat.cli.atomic_output`): a reader sees the old
+    Files are written atomically (:func:`nextstat.atomic.atomic_output`): a reader sees the old
     file or the complete new one, never a partial write. Nothing is unpickled on reading.
 """
 
@@ -37,7 +37,7 @@ def save_arrays(path: str | os.PathLike, kind: str, arrays: Mapping[str, np.ndar
     The file is written as given (no ``.npz`` suffix is appended) and atomically.
     """
     from nextstat._version import __version__
-    from nextstat.cli import atomic_output
+    from nextstat.atomic import atomic_output
 
     header = {"format": FORMAT, "version": VERSION, "kind": kind, "nextstat": __version__, **meta}
     payload = {name: np.asarray(a) for name, a in arrays.items() if a is not None}

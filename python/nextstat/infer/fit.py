@@ -346,3 +346,20 @@ def fixed_poi_fit(model: Model, mu: float, *, data: Any = None, init_pars: Any =
     fixed = _fixed_mask(model, fixed_params)
     fixed[model.poi_index] = True
     return fit(model, data=data, init_pars=init, fixed_params=fixed, par_bounds=par_bounds, hesse=hesse)
+
+
+def asimov_data(model: Model, mu: float = 0.0, *, data: Any = None, pars: Any = None) -> np.ndarray:
+    """Asimov data as pyhf builds it (arXiv:1007.1727 sec. 3.8; pyhf ``generate_asimov_data``).
+
+    The nuisance parameters are profiled on ``data`` (observed by default) with the POI fixed at
+    ``mu`` (:func:`fixed_poi_fit`), then the expected main and auxiliary data are returned, shape
+    ``(n_bins + n_aux,)``. With ``pars`` given, the expected data at ``pars`` is returned instead
+    (a model without a POI needs ``pars``).
+    """
+    require_model(model)
+    if pars is not None:
+        return model.expected_data(pars)
+    if model.poi_index is None:
+        raise ValueError("asimov_data: the model has no POI to set to mu; pass pars= (expected data at "
+                         "those parameters), or build the model with a POI (from_pyhf(ws, poi_name=...))")
+    return model.expected_data(fixed_poi_fit(model, mu, data=data).bestfit)

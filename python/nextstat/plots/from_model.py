@@ -82,7 +82,11 @@ def plot_from_model(kind: str, model: Any, *, data: Any = None) -> Figure:
         ValueError: unknown ``kind``, or a fit that did not converge.
     """
     from nextstat import fit, profile_scan, upper_limit
-    from nextstat.plots import plot_brazil, plot_correlation, plot_profile, plot_pulls, plot_yields
+    from nextstat.plots.brazil import plot_brazil
+    from nextstat.plots.correlation import plot_correlation
+    from nextstat.plots.profile import plot_profile
+    from nextstat.plots.pulls import plot_pulls
+    from nextstat.plots.yields import plot_yields
 
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")

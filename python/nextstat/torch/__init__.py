@@ -9,13 +9,13 @@ from nextstat.torch.significance import (
     SignificanceLoss,
     batch_profiled_q0_loss,
     profiled_cls_loss,
+    profiled_poi_variance_loss,
     profiled_q0_loss,
     profiled_qmu_loss,
     signal_jacobian,
     signal_jacobian_numpy,
 )
 from nextstat.torch.soft_histogram import SoftHistogram
-from nextstat.torch.variance import profiled_poi_variance_loss
 
 __all__ = [
     "ProfiledSession",

@@ -92,13 +92,14 @@ from torch import nn
 from nextstat.engine import overrides as ovr
 from nextstat.torch.function import _Transform, apply_statistic
 from nextstat.torch.inputs import split_gradient
-from nextstat.torch.session import STAT_CLS_OBS, ProfiledSession
+from nextstat.torch.session import STAT_CLS_OBS, STAT_VARIANCE, ProfiledSession
 
 __all__ = [
     "ProfiledSession",
     "SignificanceLoss",
     "batch_profiled_q0_loss",
     "profiled_cls_loss",
+    "profiled_poi_variance_loss",
     "profiled_q0_loss",
     "profiled_qmu_loss",
     "signal_jacobian",
@@ -309,3 +310,35 @@ def signal_jacobian_numpy(histogram, session: ProfiledSession):
     """:func:`signal_jacobian` as NumPy array(s); accepts array-likes (converted to float64
     tensors on the session's device), also inside mappings."""
     return _to_numpy(signal_jacobian(_to_tensors(histogram, session), session))
+
+
+def profiled_poi_variance_loss(histogram, session: ProfiledSession, *, asimov_mu: float = 1.0) -> torch.Tensor:
+    r"""Hesse variance of the POI, ``[H^{-1}]_{poi, poi}``, differentiable in every template.
+
+    Args:
+        histogram: the signal histogram ``[n_bins]`` / ``[B, n_bins]``, or a mapping
+            ``{sample: h}`` with ``h`` a tensor or ``{"nominal": h, "histosys": {name:
+            {"hi_data": h_up, "lo_data": h_dn}}}`` (:mod:`nextstat.torch.inputs`).
+        session: a :class:`~nextstat.torch.ProfiledSession` (its ``data``, fit backend and
+            settings apply).
+        asimov_mu: POI value of the Asimov data (``data="expected"``; INFERNO: the nominal
+            signal, 1).
+
+    Returns:
+        0-d tensor (``[B]`` for a batch) with the input's dtype and device; ``sigma(mu)`` is its
+        square root (:mod:`nextstat.torch.variance`: value, gradient, unconstrained nuisances).
+
+    Raises:
+        ValueError: the POI is fixed, ``asimov_mu`` is not finite, the histograms are invalid
+            (as for :class:`~nextstat.torch.SignificanceLoss`), or the Hessian over the free
+            parameters is not positive definite there (a direction the likelihood does not
+            constrain, so the variance is not defined).
+    """
+    if not isinstance(session, ProfiledSession):
+        raise ValueError(f"session: expected a nextstat.torch.ProfiledSession, got {type(session).__name__}")
+    if session.model.fixed_params[session.model.poi_index]:
+        raise ValueError(f"session: the POI {session.model.poi_name!r} is fixed in the model; its variance is not defined")
+    if isinstance(asimov_mu, bool) or not isinstance(asimov_mu, (int, float)) or not math.isfinite(asimov_mu):
+        raise ValueError(f"asimov_mu: expected a finite float, got {asimov_mu!r}")
+    return apply_statistic(session, histogram, _Transform("q", 1.0, session.eps), STAT_VARIANCE,
+                           float(asimov_mu), None)

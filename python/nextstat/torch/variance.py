@@ -45,7 +45,7 @@ Example (checked against :func:`nextstat.fit` on the Asimov data):
 
 >>> import numpy as np, torch, nextstat
 >>> from nextstat.builders import build_workspace_from_histograms
->>> from nextstat.torch import ProfiledSession
+>>> from nextstat.torch import ProfiledSession, profiled_poi_variance_loss
 >>> ws = build_workspace_from_histograms([5.0, 10.0], {"bkg": [50.0, 20.0]}, data=[55.0, 30.0],
 ...                                      normsys={"bkg": {"bkg_norm": (0.9, 1.1)}})
 >>> session = ProfiledSession(nextstat.from_pyhf(ws), device="cpu")
@@ -62,53 +62,17 @@ Example (checked against :func:`nextstat.fit` on the Asimov data):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from nextstat.engine import numba_core as core
 from nextstat.torch import backends
-from nextstat.torch.function import _Transform, apply_statistic
 from nextstat.torch.inputs import layout_arrays
-from nextstat.torch.session import STAT_VARIANCE, ProfiledSession
 
-__all__ = ["profiled_poi_variance_loss"]
+__all__ = ["evaluate_variance"]
 
 #: EDM (NLL units) below which the Asimov point is taken as the optimum without a fit
 _STATIONARY_EDM = 1e-18
-
-
-def profiled_poi_variance_loss(histogram, session: ProfiledSession, *, asimov_mu: float = 1.0) -> torch.Tensor:
-    r"""Hesse variance of the POI, ``[H^{-1}]_{poi, poi}``, differentiable in every template.
-
-    Args:
-        histogram: the signal histogram ``[n_bins]`` / ``[B, n_bins]``, or a mapping
-            ``{sample: h}`` with ``h`` a tensor or ``{"nominal": h, "histosys": {name:
-            {"hi_data": h_up, "lo_data": h_dn}}}`` (:mod:`nextstat.torch.inputs`).
-        session: a :class:`~nextstat.torch.ProfiledSession` (its ``data``, fit backend and
-            settings apply).
-        asimov_mu: POI value of the Asimov data (``data="expected"``; INFERNO: the nominal
-            signal, 1).
-
-    Returns:
-        0-d tensor (``[B]`` for a batch) with the input's dtype and device; ``sigma(mu)`` is its
-        square root (module doc: value, gradient, unconstrained nuisances).
-
-    Raises:
-        ValueError: the POI is fixed, ``asimov_mu`` is not finite, the histograms are invalid
-            (as for :class:`~nextstat.torch.SignificanceLoss`), or the Hessian over the free
-            parameters is not positive definite there (a direction the likelihood does not
-            constrain, so the variance is not defined).
-    """
-    if not isinstance(session, ProfiledSession):
-        raise ValueError(f"session: expected a nextstat.torch.ProfiledSession, got {type(session).__name__}")
-    if session.model.fixed_params[session.model.poi_index]:
-        raise ValueError(f"session: the POI {session.model.poi_name!r} is fixed in the model; its variance is not defined")
-    if isinstance(asimov_mu, bool) or not isinstance(asimov_mu, (int, float)) or not math.isfinite(asimov_mu):
-        raise ValueError(f"asimov_mu: expected a finite float, got {asimov_mu!r}")
-    return apply_statistic(session, histogram, _Transform("q", 1.0, session.eps), STAT_VARIANCE,
-                           float(asimov_mu), None)
 
 
 def _poi_variance(H: torch.Tensor, free: torch.Tensor, poi: int, where: str) -> torch.Tensor:

@@ -244,6 +244,32 @@ def test_stdin_and_usage_errors(setup):
         assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ")
 
 
+def test_patch_name_applies_a_patchset_entry(setup):
+    """`-p PATCHSET --patch-name NAME` applies that patch (digests verified): the CLs of pyhf's
+    `cls BKG -p PATCH` for the same patch; a patchset without --patch-name, --patch-name without
+    exactly one --patch, and a patchset made for another workspace are refused."""
+    files = setup["files"]
+    out = setup["base"] / "nextstat_cls_patch_name.json"
+    args = ["cls", str(files["bkg"]), "-p", str(files["ps"]), "--patch-name", "sig_2", "--test-poi", "2.0",
+            "--output-file", str(out)]
+    result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert setup["pyhf"]["cls_patched"]["rc"] == 0  # pyhf cls {bkg} -p {patch} (sig_2) --test-poi 2.0
+    ref = json.loads((setup["base"] / "pyhf_cls_patched.json").read_text())
+    ours = json.loads(out.read_text())
+    assert _keys(ours) == _keys(ref)
+    assert _numbers(ours) == pytest.approx(_numbers(ref), rel=2e-4, abs=1e-6)
+    for bad, code, fragment in ((["cls", str(files["bkg"]), "-p", str(files["ps"])], 1, "--patch-name"),
+                                (["cls", str(files["bkg"]), "--patch-name", "sig_2"], 2, "exactly one --patch"),
+                                (["cls", str(files["simple"]), "-p", str(files["ps"]), "--patch-name", "sig_2"], 1,
+                                 "metadata.digests.sha256"),
+                                (["cls", str(files["bkg"]), "-p", str(files["ps"]), "--patch-name", "nope"], 1,
+                                 "no patch 'nope'")):
+        result = CliRunner().invoke(cli.main, bad, catch_exceptions=False)
+        assert result.exit_code == code, (bad, result.output)
+        assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ") and fragment in result.stderr
+
+
 def test_fit_layouts(setup):
     """`fit --json` is NextStat's FitResult layout; `fit --pyhf` pyhf's (also to --output-file)."""
     simple = setup["files"]["simple"]

@@ -350,13 +350,22 @@ def test_patchset_refusals():
                           (lambda d: d["patches"][0]["metadata"]["values"].pop(), r"patches\[0\]\.metadata\.values"),
                           (lambda d: d["metadata"].pop("labels"), r"metadata\.labels"),
                           (lambda d: d["metadata"]["digests"].__setitem__("sha1", "ab"), r"metadata\.digests"),
-                          (lambda d: d["patches"][0]["patch"][0].pop("value"), r"patches\[0\]\.patch\[0\]\.value")]:
+                          (lambda d: d["patches"][0]["patch"][0].pop("value"), r"patches\[0\]\.patch\[0\]\.value"),
+                          (lambda d: d["patches"][1]["patch"][0].__setitem__("path", "channels/0"),
+                           r"patches\[1\]\.patch\[0\]\.path: expected a JSON Pointer"),
+                          (lambda d: d["patches"][2]["patch"][0].__setitem__("path", "/channels/0~2"),
+                           r"patches\[2\]\.patch\[0\]\.path: expected a JSON Pointer")]:
         bad = copy.deepcopy(ps)
         mutate(bad)
         with pytest.raises(WorkspaceError, match=f"^{field}"):
             wsmod.load_patchset(bad)
         with pytest.raises(Exception):
             pyhf.PatchSet(bad)
+    for pointer in ("", "/", "/channels/0/samples/-", "/a~0b~1c"):  # valid JSON Pointers: both accept
+        good = copy.deepcopy(ps)
+        good["patches"][0]["patch"][0]["path"] = pointer
+        pyhf.PatchSet(good)
+        wsmod.load_patchset(good)
 
 
 # --------------------------------------------------------------------------- from_pyhf on pyhf objects

@@ -415,6 +415,9 @@ def model_options(func: Callable) -> Callable:
     @click.argument("workspace", type=click.Path(exists=True, allow_dash=True, dir_okay=False), default="-")
     @click.option("-p", "--patch", "patches", multiple=True, type=click.Path(exists=True, dir_okay=False),
                   help="JSON Patch file applied to the workspace (repeatable, in order).")
+    @click.option("--patch-name", default=None, metavar="NAME",
+                  help="With one --patch that is a pyhf patchset (e.g. HEPData's patchset.json): the patch "
+                       "of that name to apply, after verifying the patchset's digests (as `patchset apply`).")
     @click.option("--measurement", default=None, help="Measurement name (default: the first).")
     @click.option("--poi", default=None, metavar="NAME|none",
                   help="Parameter of interest, or 'none' for a model without one (fits and plots of "
@@ -422,19 +425,23 @@ def model_options(func: Callable) -> Callable:
                        "it, none, with a warning].")
     @verbose_option
     @functools.wraps(func)
-    def wrapper(workspace: str, patches: tuple[str, ...], measurement: str | None, poi: str | None,
-                **kwargs: Any) -> Any:
+    def wrapper(workspace: str, patches: tuple[str, ...], patch_name: str | None, measurement: str | None,
+                poi: str | None, **kwargs: Any) -> Any:
         from nextstat import WorkspaceError, from_pyhf
 
         source: Any = _read_stdin_workspace() if workspace == "-" else Path(workspace)
+        if patch_name is not None and len(patches) != 1:
+            raise click.UsageError(f"--patch-name needs exactly one --patch (the patchset file), got {len(patches)}")
+        patch_kw: dict[str, Any] = ({"patches": Path(patches[0]), "patch_name": patch_name} if patch_name is not None
+                                    else {"patches": [Path(p) for p in patches]})
         poi_kw = {} if poi is None else {"poi_name": None if poi.lower() == "none" else poi}
         try:
-            model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches], **poi_kw)
+            model = from_pyhf(source, measurement=measurement, **patch_kw, **poi_kw)
         except WorkspaceError as exc:  # e.g. a background-only workspace naming the signal's POI
             if poi is not None or not exc.path.endswith(".config.poi"):
                 raise
             logging.getLogger(LOGGER_NAME).warning("building the model without a POI: %s", exc)
-            model = from_pyhf(source, measurement=measurement, patches=[Path(p) for p in patches], poi_name=None)
+            model = from_pyhf(source, measurement=measurement, **patch_kw, poi_name=None)
         return func(model=model, **kwargs)
 
     return wrapper

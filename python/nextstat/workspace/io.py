@@ -132,7 +132,7 @@ def load_patch(patch: Any, path: str = "patch") -> list:
     elif isinstance(patch, Mapping) and "op" in patch:
         patch = [dict(patch)]
     elif isinstance(patch, Mapping):
-        hint = ("; a pyhf patchset holds several: choose one with patch_name= (from_pyhf) or pass its entries"
+        hint = ("; a pyhf patchset holds several: choose one with patch_name= (from_pyhf; CLI: --patch-name) or pass its entries"
                 if "patches" in patch else "")
         raise WorkspaceError(path, "expected a JSON Patch (list of operations), one operation or a pyhf patch "
                                    f"entry {{'metadata': ..., 'patch': [...]}}, got an object with keys {sorted(map(str, patch))[:5]}{hint}")

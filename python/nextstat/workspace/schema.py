@@ -31,6 +31,7 @@ _NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 _DIGEST_PATTERNS = {"md5": re.compile(r"^[a-f0-9]{32}$"), "sha256": re.compile(r"^[a-fA-F0-9]{64}$")}
 _HEPDATA = re.compile(r"^ins[0-9]{7}$")
 _JSONPATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
+_JSON_POINTER = re.compile(r"^(?:/(?:[^~/]|~[01])*)*$")  # RFC 6901: "" or "/"-separated, "~" only as ~0 / ~1
 
 
 def _join(path: str, key: str | int) -> str:
@@ -168,14 +169,18 @@ def check_workspace(ws: Any) -> None:
 
 
 def check_jsonpatch(patch: Any, path: str) -> None:
-    """A JSON Patch (RFC 6902) as pyhf's ``jsonpatch.json``: operations with ``op`` and ``path``,
-    ``value`` for add / replace / test and ``from`` for move / copy."""
+    """A JSON Patch (RFC 6902) as pyhf's ``jsonpatch.json``: operations with ``op`` and ``path``
+    (a JSON Pointer, as ``jsonpatch`` parses it), ``value`` for add / replace / test and ``from``
+    for move / copy."""
     for i, op in enumerate(_array(patch, path)):
         opath = _join(path, i)
         _object(op, opath, ("op", "path"), None)
         if op["op"] not in _JSONPATCH_OPS:
             raise WorkspaceError(_join(opath, "op"), f"expected one of {', '.join(_JSONPATCH_OPS)}, got {op['op']!r}")
         _string(op["path"], _join(opath, "path"))
+        if not _JSON_POINTER.match(op["path"]):  # pyhf.PatchSet builds jsonpatch operations, which refuse it
+            raise WorkspaceError(_join(opath, "path"), f"expected a JSON Pointer ('' or starting with '/', '~' only "
+                                                        f"as ~0 or ~1), got {op['path']!r}")
         if op["op"] in ("add", "replace", "test") and "value" not in op:
             raise WorkspaceError(_join(opath, "value"), f"required field is missing (op {op['op']!r})")
         if op["op"] in ("move", "copy"):

@@ -108,3 +108,12 @@ def test_public_namespace_is_pinned():
         "ProfiledSession", "SignificanceLoss", "SoftHistogram", "as_tensor", "batch_profiled_q0_loss",
         "profiled_cls_loss", "profiled_poi_variance_loss", "profiled_q0_loss", "profiled_qmu_loss",
         "signal_jacobian", "signal_jacobian_numpy"]
+
+
+def test_model_arrays_are_indexed_by_name_outside_the_layout_module():
+    import re
+
+    positional = re.compile(r"\b(A|A2|AUX|arrays|aux_arrays)\[\d+\]")
+    found = [f"{path.relative_to(PACKAGE)}:{k}" for path in PACKAGE.rglob("*.py") if path.name != "layout.py"
+             for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if positional.search(line)]
+    assert not found

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from nextstat import workspace as wsmod
+from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF
 from nextstat.workspace import sources
+from nextstat.engine import layout
 from nextstat.engine import numba_core as core
 from nextstat.errors import WorkspaceError
 
@@ -446,17 +448,12 @@ class Model:
             dn_flat[pos:pos + len(d)] = d
             hs_data_off.append(pos)
             pos += len(u)
-        i64 = np.int64
         self.block_channel = blk_channel
         self.block_sample = blk_sample
-        self.arrays = (
-            np.asarray(blk_b0, i64), np.asarray(blk_nb, i64), np.asarray(blk_off, i64), np.asarray(nom, float),
-            np.asarray(sc_ptr, i64), np.asarray(sc_par, i64), np.asarray(sc_kind, i64),
-            np.asarray(sc_lhi, float), np.asarray(sc_llo, float), np.asarray(sc_coef, float).reshape(-1, 6),
-            np.asarray(hs_ptr, i64), np.asarray(hs_par, i64), np.asarray(hs_code, i64),
-            np.asarray(hs_data_off, i64), up_flat, dn_flat,
-            np.asarray(pb_ptr, i64), np.asarray(pb_par, i64), np.int64(self.n_bins),
-        )
+        self.arrays = layout.model_arrays(
+            blk_b0=blk_b0, blk_nb=blk_nb, blk_off=blk_off, nom=nom, sc_ptr=sc_ptr, sc_par=sc_par, sc_kind=sc_kind,
+            sc_lhi=sc_lhi, sc_llo=sc_llo, sc_coef=sc_coef, hs_ptr=hs_ptr, hs_par=hs_par, hs_code=hs_code,
+            hs_doff=hs_data_off, hs_up=up_flat, hs_dn=dn_flat, pb_ptr=pb_ptr, pb_par=pb_par, n_bins=self.n_bins)
 
     def _staterror_bins(self, name: str) -> list[int]:
         cache = self.__dict__.setdefault("_staterror_cache", {})
@@ -487,8 +484,7 @@ class Model:
                     aux_kind.append(core.AUX_POISSON)
                     aux_sigma.append(1.0)
                     aux_tau.append(ps.factors[i])
-        self.aux_arrays = (np.asarray(aux_par, np.int64), np.asarray(aux_kind, np.int64),
-                           np.asarray(aux_sigma, float), np.asarray(aux_tau, float))
+        self.aux_arrays = layout.aux_arrays(aux_par, aux_kind, aux_sigma, aux_tau)
         self.aux_data = np.asarray(aux_data, float)
         self.n_aux = len(aux_data)
         self.data = np.concatenate([self.main_data, self.aux_data])
@@ -520,7 +516,10 @@ class Model:
         (inf for tau = 0, a constraint that does not constrain).
         """
         w = np.full(self.n_params, np.nan)
-        par, kind, sigma, tau = self.aux_arrays
+        par = self.aux_arrays[AUX_PAR]
+        kind = self.aux_arrays[AUX_KIND]
+        sigma = self.aux_arrays[AUX_SIGMA]
+        tau = self.aux_arrays[AUX_TAU]
         with np.errstate(divide="ignore"):
             w[par] = np.where(kind == core.AUX_GAUSS, sigma, 1.0 / np.sqrt(tau))
         return w
@@ -529,7 +528,7 @@ class Model:
     def constrained(self) -> np.ndarray:
         """Boolean mask of parameters with a constraint term, shape (n_params,)."""
         m = np.zeros(self.n_params, dtype=bool)
-        m[self.aux_arrays[0]] = True
+        m[self.aux_arrays[AUX_PAR]] = True
         return m
 
     def _pars(self, pars: Any, name: str = "pars") -> np.ndarray:
@@ -563,7 +562,7 @@ class Model:
     def expected_auxdata(self, pars: Any) -> np.ndarray:
         """Expected auxiliary data: theta (Gaussian) or tau * gamma (Poisson), shape (n_aux,)."""
         p = self._pars(pars)
-        par, kind, _, tau = self.aux_arrays
+        par, kind, tau = self.aux_arrays[AUX_PAR], self.aux_arrays[AUX_KIND], self.aux_arrays[AUX_TAU]
         return np.where(kind == core.AUX_GAUSS, p[par], p[par] * tau)
 
     def expected_data(self, pars: Any, include_auxdata: bool = True) -> np.ndarray:
@@ -576,7 +575,7 @@ class Model:
         p = self._pars(pars)
         per_block = core.expected_blocks(p, self.arrays)
         out = {s: np.zeros(self.n_bins) for s in self.samples}
-        blk_b0, blk_nb, blk_off = self.arrays[0], self.arrays[1], self.arrays[2]
+        blk_b0, blk_nb, blk_off = self.arrays[BLK_B0], self.arrays[BLK_NB], self.arrays[BLK_OFF]
         for i, s in enumerate(self.block_sample):
             out[s][blk_b0[i]:blk_b0[i] + blk_nb[i]] = per_block[blk_off[i]:blk_off[i] + blk_nb[i]]
         return out

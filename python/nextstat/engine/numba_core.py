@@ -2,25 +2,15 @@
 
 The kernels live in :mod:`nextstat.engine.compiled`, one job per module, in this order of
 dependence: ``codes`` and ``externals`` (SciPy's BLAS/LAPACK/gammaln), ``rates``, ``likelihood``,
-``linalg``, ``hessian``, ``newton``, ``hesse``, ``profiled``, ``packing``, and ``calls`` (the entry
-points on packed buffers). This module gathers their names for the Python layers.
+``linalg``, ``hessian``, ``newton``, ``hesse``, ``profiled`` and ``calls`` (the entry points on packed
+buffers); the model arrays' layout and packing are :mod:`nextstat.engine.layout`. This module
+gathers their names for the Python layers.
 
 All kernels take the flat model arrays built once by :class:`nextstat.model.Model` (a tuple ``A``
 of the rate arrays and a tuple ``AUX`` of the constraint arrays), never Python objects, so they
 compile once per process type signature and are cached on disk (``cache=True``).
 
-Layout of ``A`` (``blk`` = a (channel, sample) block, ``flat`` = per-block-bin storage)::
-
-    blk_b0, blk_nb, blk_off     first global bin, bin count, flat offset of each block
-    nom                         nominal yields, flat
-    sc_ptr, sc_par, sc_kind,    scalar multiplicative terms per block (CSR): normfactor/lumi
-    sc_lhi, sc_llo, sc_coef     (linear), normsys code1/code4 with log(hi), log(lo) and the code4
-                                polynomial (n, 6)
-    hs_ptr, hs_par, hs_code,    additive histosys terms per block (CSR), deltas up = hi - nom,
-    hs_doff, hs_up, hs_dn       dn = nom - lo stored flat from hs_doff
-    pb_ptr, pb_par              per-bin multiplicative terms (staterror, shapesys, shapefactor)
-                                indexed by flat bin (CSR)
-    n_bins
+Layout of ``A`` and ``AUX``: :mod:`nextstat.engine.layout` (the only code that knows the offsets).
 
 The likelihood is pyhf's (arXiv:1007.1727 eq. 5; pyhf ``Model.logpdf``): Poisson terms with
 ``xlogy(n, nu) - nu - lgamma(n + 1)`` for the main bins, Gaussian constraints
@@ -48,6 +38,6 @@ from nextstat.engine.compiled.hessian import (_exact_factor, _factor_inplace, _h
 from nextstat.engine.compiled.newton import (_final_status, _newton_ws, _workspace, newton_fit)
 from nextstat.engine.compiled.hesse import (_hesse_degenerate, hesse_cov)
 from nextstat.engine.compiled.profiled import (_conditional, profile_start)
-from nextstat.engine.compiled.packing import (_A_FLOAT, _A_INT, _HDR, pack, unpack)
+from nextstat.engine.layout import (flat_layout, model_arrays, pack, unpack, with_nominal)
 from nextstat.engine.compiled.calls import (asymptotic_fits, expected_data, fit_dev, fit_dev_conditional,
     fit_with_errors)

@@ -28,6 +28,8 @@ import numpy as np
 
 from nextstat.engine import numba_core as core
 from nextstat.engine.jit import kernel
+from nextstat.engine.layout import (AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF, HS_DN,
+    HS_DOFF, HS_PTR, HS_UP, NOM, N_BINS, flat_layout, with_nominal)
 
 
 #: statistic codes of :func:`profiled_statistic`
@@ -72,7 +74,7 @@ class NominalReplacement:
 
 def sample_flat_bins(model, sample: str) -> np.ndarray:
     """Flat (per-block storage) positions of ``sample``'s bins, in histogram order."""
-    blk_nb, blk_off = model.arrays[1], model.arrays[2]
+    blk_nb, blk_off = model.arrays[BLK_NB], model.arrays[BLK_OFF]
     pos = [np.arange(blk_off[i], blk_off[i] + blk_nb[i]) for i, s in enumerate(model.block_sample) if s == sample]
     if not pos:
         raise ValueError(f"sample: expected one of {model.samples}, got {sample!r}")
@@ -85,9 +87,9 @@ def nominal_replacement(model, samples: Sequence[str]) -> NominalReplacement:
     if len(set(samples)) != len(samples):
         raise ValueError(f"samples: expected distinct names, got {list(samples)}")
     A = model.arrays
-    blk_b0, blk_nb, blk_off = A[0], A[1], A[2]
-    nom = A[3]
-    hs_ptr, hs_doff, hs_up, hs_dn = A[10], A[13], A[14], A[15]
+    blk_b0, blk_nb, blk_off = A[BLK_B0], A[BLK_NB], A[BLK_OFF]
+    nom = A[NOM]
+    hs_ptr, hs_doff, hs_up, hs_dn = A[HS_PTR], A[HS_DOFF], A[HS_UP], A[HS_DN]
     NF = nom.shape[0]
     flat_gb = np.empty(NF, np.int64)
     for i in range(blk_b0.shape[0]):
@@ -120,16 +122,15 @@ def nominal_replacement(model, samples: Sequence[str]) -> NominalReplacement:
 @kernel
 def replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h):
     """The model arrays ``A`` with nominal ``h`` (R,) on the replaced bins (see module doc)."""
-    nom = A[3].copy()
+    nom = A[NOM].copy()
     for i in range(rep_flat.shape[0]):
         nom[rep_flat[i]] = h[i]
-    up = A[14].copy()
-    dn = A[15].copy()
+    up = A[HS_UP].copy()
+    dn = A[HS_DN].copy()
     for i in range(hs_pos.shape[0]):
         up[hs_pos[i]] = unit_up[i] * h[hs_rix[i]]
         dn[hs_pos[i]] = unit_dn[i] * h[hs_rix[i]]
-    return (A[0], A[1], A[2], nom, A[4], A[5], A[6], A[7], A[8], A[9], A[10], A[11], A[12], A[13],
-            up, dn, A[16], A[17], A[18])
+    return with_nominal(A, nom, up, dn)
 
 
 @kernel
@@ -168,7 +169,7 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
         if not np.isfinite(h[r]):
             return np.nan, np.zeros(R), init_free.copy(), init_cond.copy(), -1, -1, 0, 0
     A2 = replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h)
-    nb = A[18]
+    nb = A[N_BINS]
     if use_obs:
         main = main_obs.copy()
     else:
@@ -215,20 +216,12 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
 def expected_auxdata(theta, AUX):
     """Expected auxiliary data at ``theta`` (as ``Model.expected_auxdata``): the parameter for a
     Gaussian constraint, ``tau * gamma`` for a Poisson one."""
-    par, kind, _, tau = AUX
+    par, kind, tau = AUX[AUX_PAR], AUX[AUX_KIND], AUX[AUX_TAU]
     out = np.empty(par.shape[0])
     for i in range(par.shape[0]):
         x = theta[par[i]]
         out[i] = x if kind[i] == core.AUX_GAUSS else x * tau[i]
     return out
-
-
-@kernel
-def _flat_layout(A):
-    """``A`` with every flat (per-block) bin as its own main bin: rates and Jacobians of these
-    arrays are per block bin (``blk_b0 = blk_off``, ``n_bins`` = number of flat bins)."""
-    return (A[2], A[1], A[2], A[3], A[4], A[5], A[6], A[7], A[8], A[9], A[10], A[11], A[12], A[13],
-            A[14], A[15], A[16], A[17], np.int64(A[3].shape[0]))
 
 
 @kernel
@@ -330,7 +323,7 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
     if sf == core.FIT_NONFINITE or sc == core.FIT_NONFINITE:
         return np.nan, g_q, np.nan, g_a, thetas, status
     A2 = replaced_arrays(A, rep_flat, hs_pos, hs_rix, unit_up, unit_dn, h)
-    nb = A[18]
+    nb = A[N_BINS]
     data_obs = np.concatenate((main_obs, aux_obs))
     start = init_asimov.copy()
     start[poi] = 0.0
@@ -364,7 +357,7 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
         g_a[r] += 2.0 * w[rep_gb[r]] * k_a[r]
     nu_a, J = core._rates_jac(t_a, A2)
     u = np.ascontiguousarray(J.T) @ w
-    par, kind, sigma, tau = AUX
+    par, kind, sigma, tau = AUX[AUX_PAR], AUX[AUX_KIND], AUX[AUX_SIGMA], AUX[AUX_TAU]
     for i in range(par.shape[0]):
         p = par[i]
         xc = t_ac[p]
@@ -393,7 +386,7 @@ def observed_cls_statistics(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_d
     for a in range(m):
         z[sel[a]] = zs[a]
     jz = J @ z
-    _, Jf = core._rates_jac(t_a, _flat_layout(A_unit))
+    _, Jf = core._rates_jac(t_a, flat_layout(A_unit))
     for r in range(R):
         f = rep_flat[r]
         b = rep_gb[r]

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from nextstat.engine import numba_core as core
+from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, named
 from nextstat.engine.overrides import NominalReplacement, nominal_replacement
 
 __all__ = ["NominalOverrides", "TorchModel"]
@@ -116,8 +117,11 @@ class TorchModel:
         self.device = dev
         self.dtype = dtype
         A = model.arrays
-        (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, sc_coef,
-         hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn, pb_ptr, pb_par, n_bins) = A
+        F = named(A)
+        blk_b0, blk_nb, blk_off, nom = F.blk_b0, F.blk_nb, F.blk_off, F.nom
+        sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, sc_coef = F.sc_ptr, F.sc_par, F.sc_kind, F.sc_lhi, F.sc_llo, F.sc_coef
+        hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn = F.hs_ptr, F.hs_par, F.hs_code, F.hs_doff, F.hs_up, F.hs_dn
+        pb_ptr, pb_par, n_bins = F.pb_ptr, F.pb_par, F.n_bins
         P = model.n_params
         self.n_params = P
         self.n_bins = int(n_bins)
@@ -172,7 +176,10 @@ class TorchModel:
                                 f_gb[e_f] * P1 + e_par,
                                 (f_gb[:, None] * P1 + pb_pad).reshape(-1)])
 
-        aux_par, aux_kind, aux_sigma, aux_tau = model.aux_arrays
+        aux_par = model.aux_arrays[AUX_PAR]
+        aux_kind = model.aux_arrays[AUX_KIND]
+        aux_sigma = model.aux_arrays[AUX_SIGMA]
+        aux_tau = model.aux_arrays[AUX_TAU]
         codes = sorted(set(hs_code.tolist()))
         self._hs_codes = codes
         self._has_poisson = bool(np.any(aux_kind == core.AUX_POISSON))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from nextstat.engine import numba_core as core
+from nextstat.engine.layout import HS_CODE, HS_PAR, SC_KIND, SC_PAR
 from nextstat.model import Model, require_model
 from nextstat.results import FitResult
 
@@ -292,7 +293,7 @@ def kink_parameters(model: Model) -> np.ndarray:
     """Indices of the parameters whose interpolation has a kink at 0: normsys code1 (hi^alpha
     and lo^-alpha meet with different slopes) and histosys code0 (piecewise linear)."""
     A = model.arrays
-    return np.unique(np.r_[A[5][A[6] == core.SC_CODE1], A[11][A[12] == core.HS_CODE0]]).astype(np.int64)
+    return np.unique(np.r_[A[SC_PAR][A[SC_KIND] == core.SC_CODE1], A[HS_PAR][A[HS_CODE] == core.HS_CODE0]]).astype(np.int64)
 
 
 def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray, lo: np.ndarray,

@@ -34,6 +34,7 @@ import numpy as np
 
 from nextstat._html import html_summary, html_table, pdg_round
 from nextstat.engine import numba_core as core
+from nextstat.engine.layout import BLK_B0, BLK_NB, BLK_OFF, NOM, flat_layout
 from nextstat.errors import ConvergenceWarning
 from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
@@ -305,11 +306,9 @@ def _block_variations(model: Model, theta: np.ndarray, sigma: np.ndarray, idx: n
     """Symmetrised variations of every flat block bin, shape ``(len(idx), F)``."""
     A = model.arrays
     if method == "jacobian":
-        from nextstat.engine.overrides import _flat_layout
-
-        _, jac = core._rates_jac(theta, _flat_layout(A))
+        _, jac = core._rates_jac(theta, flat_layout(A))
         return (jac[:, idx] * sigma[idx]).T.copy()
-    out = np.empty((idx.size, A[3].shape[0]))
+    out = np.empty((idx.size, A[NOM].shape[0]))
     for a, i in enumerate(idx):
         up = theta.copy()
         up[i] += sigma[i]
@@ -394,7 +393,7 @@ def prediction(model: Model, fit_result: FitResult | None = None, *, data: Any =
     main = model._data(data)[: model.n_bins].copy()
 
     A = model.arrays
-    blk_b0, blk_nb, blk_off = A[0], A[1], A[2]
+    blk_b0, blk_nb, blk_off = A[BLK_B0], A[BLK_NB], A[BLK_OFF]
     nblk = blk_b0.shape[0]
     S, B, C = len(model.samples), model.n_bins, len(model.channels)
     s_of = {s: k for k, s in enumerate(model.samples)}

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from nextstat.engine import numba_core as core
+from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU
 from nextstat.model import Model
 
 __all__ = ["POISSON_LAM_MAX", "RNG_BLOCK", "sample_toys"]
@@ -54,7 +55,10 @@ class _ToySampler:
             raise ValueError(f"pars: the expected rate of main bin {int(bad[0])} at the parameters the toys are "
                              f"generated at is {float(lam[bad[0]])!r}; toys need "
                              f"finite rates in [0, {POISSON_LAM_MAX:.6g}] (numpy's Poisson sampler's limit)")
-        par, kind, sigma, tau = model.aux_arrays
+        par = model.aux_arrays[AUX_PAR]
+        kind = model.aux_arrays[AUX_KIND]
+        sigma = model.aux_arrays[AUX_SIGMA]
+        tau = model.aux_arrays[AUX_TAU]
         gauss = kind == core.AUX_GAUSS
         self.nb = model.n_bins
         self.width = model.n_bins + model.n_aux

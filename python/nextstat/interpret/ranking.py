@@ -70,6 +70,7 @@ import numpy as np
 from nextstat._html import html_summary, html_table, pdg_round
 from nextstat._threads import single_threaded_blas, usable_cpus
 from nextstat.engine import numba_core as core
+from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_TAU
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
 from nextstat.interpret._refits import _affects_rates, _run_refits
@@ -305,7 +306,9 @@ def rank_impact(
     with np.errstate(divide="ignore", invalid="ignore"):
         prior = model.prior_widths()
         theta0 = np.full(model.n_params, np.nan)
-        aux_par, aux_kind, _, aux_tau = model.aux_arrays
+        aux_par = model.aux_arrays[AUX_PAR]
+        aux_kind = model.aux_arrays[AUX_KIND]
+        aux_tau = model.aux_arrays[AUX_TAU]
         aux = d[model.n_bins:]
         theta0[aux_par] = np.where(aux_kind == core.AUX_GAUSS, aux, aux / aux_tau)
     # a constraint that does not constrain (a Poisson constraint with tau = 0, as pyhf builds for

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from nextstat.engine import overrides as ovr
+from nextstat.engine.layout import BLK_NB, HS_DN, HS_DOFF, HS_PAR, HS_PTR, HS_UP
 from nextstat.engine.torch_model import NominalOverrides
 
 __all__ = ["InputLayout", "Template", "build_layout", "layout_arrays", "layout_overrides", "split_gradient"]
@@ -60,7 +61,7 @@ class InputLayout:
         n_nominal: length of the nominal part of the flat input; ``size`` its total length.
         dict_samples: samples given as ``{"nominal": ..., ...}`` (their gradient is a mapping).
         t_store, t_entry: for each template bin, its position in the model's histosys delta
-            storage (``arrays[14]``, ``arrays[15]``) and its histosys entry in
+            storage (``arrays[HS_UP]``, ``arrays[HS_DN]``) and its histosys entry in
             :class:`~nextstat.engine.torch_model.TorchModel`.
         t_nom, t_hi, t_lo: positions in the flat input of each template bin's nominal, up and
             down values.
@@ -96,13 +97,13 @@ def _sample_blocks(model, sample: str) -> list[int]:
 
 def _histosys_terms(model, block: int) -> dict[str, int]:
     """``{modifier name: histosys term}`` of one (channel, sample) block."""
-    hs_ptr, hs_par = model.arrays[10], model.arrays[11]
+    hs_ptr, hs_par = model.arrays[HS_PTR], model.arrays[HS_PAR]
     return {model.parameter_names[int(hs_par[h])]: h for h in range(int(hs_ptr[block]), int(hs_ptr[block + 1]))}
 
 
 def sample_histosys(model, sample: str) -> dict[str, int]:
     """``{histosys modifier of sample: template length}`` (bins of the channels carrying it)."""
-    nb = model.arrays[1]
+    nb = model.arrays[BLK_NB]
     out: dict[str, int] = {}
     for b in _sample_blocks(model, sample):
         for name in _histosys_terms(model, b):
@@ -115,7 +116,7 @@ def build_layout(model, entry_positions: np.ndarray, samples: tuple[str, ...],
     """The layout of an input replacing ``samples`` (model order) with the histosys templates
     ``templates`` (``(sample, modifier)`` pairs, in layout order); ``entry_positions`` is the
     delta-storage position of each TorchModel histosys entry (``TorchModel._e_pos_np``)."""
-    nb, hs_doff = model.arrays[1], model.arrays[13]
+    nb, hs_doff = model.arrays[BLK_NB], model.arrays[HS_DOFF]
     sizes = tuple(int(ovr.sample_flat_bins(model, s).shape[0]) for s in samples)
     nom_start = dict(zip(samples, np.cumsum((0,) + sizes[:-1]).tolist()))
     n_nominal = int(sum(sizes))
@@ -163,8 +164,8 @@ def layout_arrays(model, rep: ovr.NominalReplacement, layout: InputLayout, x: np
                              np.ascontiguousarray(x[:layout.n_nominal]))
     if layout.templates:
         nom_b = x[layout.t_nom]
-        A2[14][layout.t_store] = x[layout.t_hi] - nom_b
-        A2[15][layout.t_store] = nom_b - x[layout.t_lo]
+        A2[HS_UP][layout.t_store] = x[layout.t_hi] - nom_b
+        A2[HS_DN][layout.t_store] = nom_b - x[layout.t_lo]
     return A2
 
 

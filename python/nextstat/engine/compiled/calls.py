@@ -12,8 +12,8 @@ from nextstat.engine.compiled.codes import FIT_CONVERGED, FIT_NONFINITE_RESULT
 from nextstat.engine.compiled.hesse import hesse_cov
 from nextstat.engine.compiled.likelihood import _expected_data
 from nextstat.engine.compiled.newton import _newton_ws, _workspace
-from nextstat.engine.compiled.packing import unpack
 from nextstat.engine.compiled.profiled import _conditional
+from nextstat.engine.layout import unpack
 from nextstat.engine.jit import kernel
 
 

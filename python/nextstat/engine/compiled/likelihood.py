@@ -13,6 +13,7 @@ from nextstat.engine.compiled.codes import AUX_GAUSS, MODE_JAC, MODE_RATES, _SQR
 from nextstat.engine.compiled.externals import _gammaln
 from nextstat.engine.compiled.rates import expected_main, model_pass, pass_scratch
 from nextstat.engine.jit import kernel, leaf
+from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, N_BINS
 
 
 @leaf
@@ -34,7 +35,7 @@ def _poisson_nll(nu, n):
 @leaf
 def constraint_nll(theta, aux, AUX):
     """Constraint part of the NLL in pyhf's form (all constants included)."""
-    par, kind, sigma, tau = AUX
+    par, kind, sigma, tau = AUX[AUX_PAR], AUX[AUX_KIND], AUX[AUX_SIGMA], AUX[AUX_TAU]
     s = 0.0
     for i in range(par.shape[0]):
         x = theta[par[i]]
@@ -57,7 +58,7 @@ def constraint_nll(theta, aux, AUX):
 @kernel
 def nll(theta, data, A, AUX):
     """Negative log-likelihood (scalar) for data = main + auxiliary."""
-    nb = A[18]
+    nb = A[N_BINS]
     nu = expected_main(theta, A)
     s = _poisson_nll(nu, data[:nb])
     if not np.isfinite(s):
@@ -92,7 +93,7 @@ def constraint_dev(theta, aux, AUX):
 def _constraint_terms(theta, aux, AUX, g, dcon, want):
     """:func:`constraint_dev`; with ``want`` also adds its gradient to ``g`` (P,) and its
     curvature (the Hessian is diagonal) to ``dcon`` (P,)."""
-    par, kind, sigma, tau = AUX
+    par, kind, sigma, tau = AUX[AUX_PAR], AUX[AUX_KIND], AUX[AUX_SIGMA], AUX[AUX_TAU]
     s = 0.0
     for i in range(par.shape[0]):
         p = par[i]
@@ -122,7 +123,7 @@ def _eval(theta, data, A, AUX, S, nu, J, g, dcon, r, w, jac):
     constraint curvature ``dcon`` (P,), residual ``r = 1 - n / nu`` and Gauss-Newton weights
     ``w = n / nu^2`` (B,). Returns +inf where the NLL is undefined (the buffers then partly
     written)."""
-    nb = A[18]
+    nb = A[N_BINS]
     nu[:] = 0.0
     if jac:
         J[:, :] = 0.0
@@ -159,13 +160,13 @@ def nll_dev(theta, data, A, AUX):
     cancellation of pyhf's form. The fit compares these values: with a shapesys constraint of
     tau ~ 1e11 the pyhf-form NLL carries rounding noise of ~1e-3, this form ~1e-12."""
     e = np.empty(0)
-    return _eval(theta, data, A, AUX, pass_scratch(A), np.empty(A[18]), np.empty((0, 0)), e, e, e, e, False)
+    return _eval(theta, data, A, AUX, pass_scratch(A), np.empty(A[N_BINS]), np.empty((0, 0)), e, e, e, e, False)
 
 
 @leaf
 def _pyhf_nll(theta, data, A, AUX, nu):
     """pyhf's NLL (:func:`nll`) from the rates ``nu`` at ``theta``."""
-    nb = A[18]
+    nb = A[N_BINS]
     f = _poisson_nll(nu, data[:nb])
     if not f < np.inf:
         return np.inf
@@ -176,7 +177,7 @@ def _pyhf_nll(theta, data, A, AUX, nu):
 def _grad_parts(theta, data, A, AUX):
     """(nll, gradient, Jacobian J (B, P), Gauss-Newton weights w = n / nu^2 (B,),
     residual r = 1 - n / nu (B,), constraint curvature (P,)); nll = inf where undefined."""
-    nb = A[18]
+    nb = A[N_BINS]
     P = theta.shape[0]
     nu = np.empty(nb)
     J = np.empty((nb, P))
@@ -198,8 +199,8 @@ def nll_grad(theta, data, A, AUX):
 
 @kernel
 def _expected_data(theta, A, AUX):
-    par, kind, _, tau = AUX
-    nb = A[18]
+    par, kind, tau = AUX[AUX_PAR], AUX[AUX_KIND], AUX[AUX_TAU]
+    nb = A[N_BINS]
     out = np.empty(nb + par.shape[0])
     out[:nb] = expected_main(theta, A)
     for i in range(par.shape[0]):

@@ -14,6 +14,7 @@ from nextstat.engine.compiled.likelihood import _eval, _pyhf_nll
 from nextstat.engine.compiled.linalg import _gn_direction, _lower_solve, _mask_lower, _upper_solve
 from nextstat.engine.compiled.rates import _block_sizes, _point_buffers
 from nextstat.engine.jit import kernel, leaf
+from nextstat.engine.layout import N_BINS
 
 
 @kernel
@@ -23,7 +24,7 @@ def _workspace(A, P):
     gradient, constraint curvature, residual and weights at the current point and at a trial
     point; the trial point, selected gradient, step and full-length step; a (P, P) matrix for
     small dense solves (0 x 0 above ``_SMALL_DENSE``); an index buffer (P,)."""
-    B = A[18]
+    B = A[N_BINS]
     maxnb, maxk, maxh = _block_sizes(A)
     nm = P * P if P <= _SMALL_DENSE else 0
     F = np.zeros(6 * maxh + 3 * maxnb + 4 * maxk + 2 * (3 * B + B * P + 2 * P) + 4 * P + nm)
@@ -77,7 +78,7 @@ def _newton_ws(theta0, data, lo, hi, fixed, A, AUX, maxiter, tol, want_L, certif
 
     Returns theta, nll, gradient, n_iter, status, edm, L, nll_dev."""
     P = theta0.shape[0]
-    B = A[18]
+    B = A[N_BINS]
     theta = theta0.copy()
     n_free = 0
     for i in range(P):

@@ -11,6 +11,8 @@ import numpy as np
 
 from nextstat.engine.compiled.codes import HS_CODE0, HS_CODE2, MODE_BLOCKS, MODE_HESS2, MODE_JAC, MODE_RATES, SC_CODE1, SC_LINEAR
 from nextstat.engine.jit import kernel, leaf
+from nextstat.engine.layout import (BLK_B0, BLK_NB, BLK_OFF, HS_CODE, HS_DN, HS_DOFF, HS_PAR, HS_PTR, HS_UP,
+    NOM, N_BINS, PB_PAR, PB_PTR, SC_COEF, SC_KIND, SC_LHI, SC_LLO, SC_PAR, SC_PTR)
 
 
 @leaf
@@ -142,7 +144,7 @@ def _sym_add(H, a, b, v):
 @kernel
 def _block_sizes(A):
     """Largest block's bin count, scalar-term count and histosys-term count (each >= 1)."""
-    blk_nb, sc_ptr, hs_ptr = A[1], A[4], A[10]
+    blk_nb, sc_ptr, hs_ptr = A[BLK_NB], A[SC_PTR], A[HS_PTR]
     maxnb = 1
     maxk = 1
     maxh = 1
@@ -178,8 +180,24 @@ def model_pass(theta, r, A, mode, out, J, H, S):
     MODE_HESS2: H += sum_b r_b d^2 nu_b / d theta d theta^T, into the lower triangle of H
     only (the caller mirrors it); MODE_BLOCKS: out[flat] = nu per block.
     """
-    (blk_b0, blk_nb, blk_off, nom, sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo, sc_coef,
-     hs_ptr, hs_par, hs_code, hs_doff, hs_up, hs_dn, pb_ptr, pb_par, n_bins) = A
+    blk_b0 = A[BLK_B0]
+    blk_nb = A[BLK_NB]
+    blk_off = A[BLK_OFF]
+    nom = A[NOM]
+    sc_ptr = A[SC_PTR]
+    sc_par = A[SC_PAR]
+    sc_kind = A[SC_KIND]
+    sc_lhi = A[SC_LHI]
+    sc_llo = A[SC_LLO]
+    sc_coef = A[SC_COEF]
+    hs_ptr = A[HS_PTR]
+    hs_par = A[HS_PAR]
+    hs_code = A[HS_CODE]
+    hs_doff = A[HS_DOFF]
+    hs_up = A[HS_UP]
+    hs_dn = A[HS_DN]
+    pb_ptr = A[PB_PTR]
+    pb_par = A[PB_PAR]
     nblk = blk_b0.shape[0]
     hc, bins, Gz, fk = S  # histo_coeffs of the block's histosys terms; per-bin and per-term rows
     base = bins[0]
@@ -335,7 +353,7 @@ def model_pass(theta, r, A, mode, out, J, H, S):
 @kernel
 def expected_main(theta, A):
     """Expected main-bin rates, shape (n_bins,)."""
-    nu = np.zeros(A[18])
+    nu = np.zeros(A[N_BINS])
     model_pass(theta, nu, A, MODE_RATES, nu, np.empty((0, 0)), np.empty((0, 0)), pass_scratch(A))
     return nu
 
@@ -343,14 +361,14 @@ def expected_main(theta, A):
 @kernel
 def expected_blocks(theta, A):
     """Expected yields of every (channel, sample) block, flat (aligned with ``A.nom``)."""
-    out = np.zeros(A[3].shape[0])
+    out = np.zeros(A[NOM].shape[0])
     model_pass(theta, out, A, MODE_BLOCKS, out, np.empty((0, 0)), np.empty((0, 0)), pass_scratch(A))
     return out
 
 
 @kernel
 def _rates_jac(theta, A):
-    nb = A[18]
+    nb = A[N_BINS]
     P = theta.shape[0]
     nu = np.zeros(nb)
     J = np.zeros((nb, P))

@@ -206,8 +206,13 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         b = _bounds(model, par_bounds)
         lo, hi = np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
 
+    lowest: list[tuple] = []  # the fit with the lowest finite NLL so far, converged or not
+
     def run(start: np.ndarray, n_max: int) -> tuple:
-        return core.fit_with_errors(start, d, lo, hi, fixed, *model.packed, n_max, tol, hesse)
+        r = core.fit_with_errors(start, d, lo, hi, fixed, *model.packed, n_max, tol, hesse)
+        if math.isfinite(r[1]) and (not lowest or r[1] < lowest[0][1]):
+            lowest[:] = [r]
+        return r
 
     if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
         raise ValueError(f"maxiter: expected a positive integer, got {maxiter!r}")
@@ -245,6 +250,11 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
                     alt = run(start, maxiter)
                     if better(alt[3], alt[1], out[3], out[1]):
                         out = alt
+            if out[3] == core.FIT_CONVERGED and not out[8] and lowest[0][1] < out[1] - 1e-6 * (1.0 + abs(out[1])):
+                # a retry ended lower than this converged (possible) saddle without converging,
+                # e.g. on a code0 kink whose gradient jumps: the saddle is not the minimum; the
+                # lower point goes on to the kink fit below, or is reported unconverged
+                out = lowest[0]
     kink_note = ""
     if out[3] != core.FIT_CONVERGED:
         def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:

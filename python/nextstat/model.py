@@ -22,7 +22,7 @@ import numpy as np
 from nextstat import workspace as wsmod
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF
 from nextstat.workspace import sources
-from nextstat.engine import layout
+from nextstat.engine import layout, threads
 from nextstat.engine import numba_core as core
 from nextstat.errors import WorkspaceError
 
@@ -162,6 +162,7 @@ class Model:
 
     def __init__(self, spec: dict, measurement: dict, modifier_settings: Mapping | None = None,
                  poi_name: str | None | _MeasurementPOI = _MEASUREMENT_POI):
+        threads.pin_scipy_blas()  # the kernels' BLAS policy, once per process
         normsys_code, histosys_code = _interpolation_codes(modifier_settings)
         self.modifier_settings = {"normsys": {"interpcode": normsys_code}, "histosys": {"interpcode": histosys_code}}
 

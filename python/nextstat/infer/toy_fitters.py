@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from nextstat._threads import single_threaded_blas, usable_cpus
+from nextstat.engine.threads import single_threaded_blas, usable_cpus
 from nextstat.engine import numba_core as core
 from nextstat.infer.fit import fit
 from nextstat.infer.toy_sampler import _n_toys

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from nextstat._threads import single_threaded_blas
+from nextstat.engine.threads import single_threaded_blas
 from nextstat.engine import numba_core as core
 from nextstat.engine.jit import kernel
 from nextstat.engine.layout import (BLK_B0, BLK_NB, BLK_OFF, HS_DN, HS_DOFF, HS_PAR, HS_PTR, HS_UP, NOM,

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from nextstat._html import html_summary, html_table, pdg_round
-from nextstat._threads import single_threaded_blas, usable_cpus
+from nextstat.engine.threads import single_threaded_blas, usable_cpus
 from nextstat.engine import numba_core as core
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_TAU
 from nextstat.errors import ConvergenceWarning

@@ -1,11 +1,9 @@
 """SciPy's gammaln, BLAS dsyrk and LAPACK dpotrf/dpotri bound into compiled code by symbol name (so
-kernels stay cacheable), the raw-pointer wrappers that keep their buffers alive across the call, and
-the pin of SciPy's OpenBLAS to one thread.
+kernels stay cacheable), and the raw-pointer wrappers that keep their buffers alive across the call.
+SciPy's OpenBLAS threads: :func:`nextstat.engine.threads.pin_scipy_blas`.
 """
 
 from __future__ import annotations
-
-import os
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -21,27 +19,6 @@ from nextstat.engine.jit import kernel
 llvm.add_symbol("nextstat_scipy_gammaln",
                 get_cython_function_address("scipy.special.cython_special", "gammaln"))
 _gammaln = types.ExternalFunction("nextstat_scipy_gammaln", types.float64(types.float64))
-
-
-def _limit_blas_threads() -> None:
-    """Compiled kernels call SciPy's BLAS/LAPACK on small matrices (at most a few hundred rows),
-    where OpenBLAS threads only add synchronisation: on a loaded 2-core machine they made a
-    249-parameter fit 100x slower. Pin SciPy's OpenBLAS (not NumPy's) to
-    ``$NEXTSTAT_BLAS_THREADS`` threads (default 1)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return
-    n = int(os.environ.get("NEXTSTAT_BLAS_THREADS", "1"))
-    import scipy.linalg  # noqa: F401 - loads SciPy's BLAS so that it can be found
-
-    scipy_blas = [lib for lib in ThreadpoolController().lib_controllers
-                  if "scipy" in os.path.basename(lib.filepath) and "64_" not in os.path.basename(lib.filepath)]
-    for lib in scipy_blas:
-        lib.set_num_threads(n)
-
-
-_limit_blas_threads()
 
 
 # LAPACK's SPD inverse (dpotrf + dpotri) from SciPy, bound by symbol name as gammaln above;

@@ -731,7 +731,7 @@ def test_errors_name_the_argument(model_all, signal_all):
         SignificanceLoss(model_all, negate=1)
     with pytest.raises(ValueError, match="eps"):
         SignificanceLoss(model_all, eps=-1.0)
-    with pytest.raises(ValueError, match="model: expected a nextstat.Model"):
+    with pytest.raises(TypeError, match="model: expected a nextstat.Model"):
         SignificanceLoss({"channels": []})
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):

@@ -89,10 +89,9 @@ class ProfiledSession:
                  data: Literal["expected", "observed"] = "expected", eps: float = 1e-12,
                  fit_backend: Literal["auto", "numba", "torch"] = "auto", maxiter: int = 200,
                  tol: float | None = None):
-        from nextstat.model import Model
+        from nextstat.model import require_model
 
-        if not isinstance(model, Model):
-            raise ValueError(f"model: expected a nextstat.Model (nextstat.from_pyhf), got {type(model).__name__}")
+        require_model(model)
         if model.poi_index is None:
             raise ValueError("model: a parameter of interest is required")
         if signal_sample_name not in model.samples:

@@ -2,7 +2,7 @@
 
 For four signal points of the ATLAS sbottom multi-b search (HEPData ins1748602), RegionA, this
 computes with pyhf 0.7.6 (NumPy backend, SciPy optimiser with ``tolerance=1e-10``, as the
-pyhf comparisons in tests/test_infer.py) the asymptotic ``qtilde`` CLs of ``mu_SIG = 1``::
+pyhf comparisons in tests/infer/test_inference.py) the asymptotic ``qtilde`` CLs of ``mu_SIG = 1``::
 
     pyhf.infer.hypotest(1.0, workspace.data(model), model, test_stat="qtilde",
                         return_expected_set=True)

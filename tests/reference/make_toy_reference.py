@@ -2,7 +2,7 @@
 
 pyhf's ``ToyCalculator`` fits every toy with SciPy (two fits per toy), far too slow for the test
 suite at the toy counts needed for a sharp comparison, so its results are recorded here and
-``tests/test_toys.py`` compares NextStat's toys with them within the Monte Carlo errors.
+``tests/infer/test_toys.py`` compares NextStat's toys with them within the Monte Carlo errors.
 
 Run from the repository root with the test dependencies installed (about 10-20 minutes)::
 

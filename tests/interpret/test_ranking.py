@@ -30,7 +30,7 @@ from nextstat.interpret import (
     rank_impact_df,
 )
 
-REFERENCE = Path(__file__).parent / "reference"
+REFERENCE = Path(__file__).parents[1] / "reference"
 # cabinetry with its default Minuit tolerance (EDM < 2e-4) and with tolerance 1e-4 (EDM < 2e-7)
 CABINETRY = REFERENCE / "cabinetry_ranking_sbottom_A.json"
 CABINETRY_TIGHT = REFERENCE / "cabinetry_ranking_sbottom_A_tol1e-4.json"

@@ -24,7 +24,7 @@ from nextstat.infer import test_statistics as ts
 from nextstat.infer import toys
 from nextstat.infer.toys import expected_band, fit_toys, hypotest_toys, sample_toys, toy_pvalues
 
-REFERENCE = json.loads((Path(__file__).parent / "reference" / "pyhf_toys_reference.json").read_text())
+REFERENCE = json.loads((Path(__file__).parents[1] / "reference" / "pyhf_toys_reference.json").read_text())
 Z_MAX = 4.0
 
 

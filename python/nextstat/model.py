@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from nextstat import workspace as wsmod
-from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF
-from nextstat.workspace import sources
 from nextstat.engine import layout, threads
 from nextstat.engine import numba_core as core
+from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF
+from nextstat.workspace import sources
 from nextstat.errors import WorkspaceError
 
 # pyhf's builder order decides the order in which parameter sets are registered.

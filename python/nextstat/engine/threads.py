@@ -4,6 +4,7 @@ compiled kernels' small matrices, BLAS held to one thread while fits run in thre
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -36,18 +37,13 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
-_PINNED: list[bool] = []
-
-
+@functools.cache
 def pin_scipy_blas() -> None:
     """Compiled kernels call SciPy's BLAS/LAPACK on small matrices (at most a few hundred rows),
     where OpenBLAS threads only add synchronisation: on a loaded 2-core machine they made a
     249-parameter fit 100x slower. Pin SciPy's OpenBLAS (not NumPy's) to
     ``$NEXTSTAT_BLAS_THREADS`` threads (default 1), once per process (:class:`nextstat.model.Model`
     calls it when it compiles a model; nothing happens at import)."""
-    if _PINNED:
-        return
-    _PINNED.append(True)
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency

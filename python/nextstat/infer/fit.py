@@ -206,13 +206,8 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         b = _bounds(model, par_bounds)
         lo, hi = np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
 
-    lowest: list[tuple] = []  # the fit with the lowest finite NLL so far, converged or not
-
     def run(start: np.ndarray, n_max: int) -> tuple:
-        r = core.fit_with_errors(start, d, lo, hi, fixed, *model.packed, n_max, tol, hesse)
-        if math.isfinite(r[1]) and (not lowest or r[1] < lowest[0][1]):
-            lowest[:] = [r]
-        return r
+        return core.fit_with_errors(start, d, lo, hi, fixed, *model.packed, n_max, tol, hesse)
 
     if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
         raise ValueError(f"maxiter: expected a positive integer, got {maxiter!r}")
@@ -223,15 +218,21 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         # retries from the alternative starts (at most four more fits), also where the fit
         # converged on a Hessian that is not positive definite (it may be a saddle point, e.g.
         # mu = k = 0 of a signal scaled by mu * k); the best fit is kept
+        tried = [out]  # every fit of the retries, converged or not
+
+        def retry(start: np.ndarray) -> tuple:
+            tried.append(run(start, maxiter))
+            return tried[-1]
+
         for start in retry_starts(model, init, fixed, lo, hi):
-            alt = run(start, maxiter)
+            alt = retry(start)
             if better(alt[3], alt[1], out[3], out[1]):
                 out = alt
             if out[3] == core.FIT_CONVERGED and out[8]:
                 break
         restart = stalled_start(model, out[0], d, fixed, lo, hi) if out[3] == core.FIT_CONVERGED else None
         if restart is not None:
-            alt = run(restart, maxiter)
+            alt = retry(restart)
             if better(alt[3], alt[1], out[3], out[1]):
                 out = alt
         if out[3] == core.FIT_CONVERGED and not out[8]:
@@ -239,7 +240,7 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
             # is 0 leaves the others without effect, and the NLL is not convex there; a few
             # seeded starts spread over the bounds look for a lower minimum
             for start in spread_starts(model, init, fixed, lo, hi, SPREAD_STARTS):
-                alt = run(start, maxiter)
+                alt = retry(start)
                 if better(alt[3], alt[1], out[3], out[1]):
                     out = alt
             if out[3] == core.FIT_CONVERGED and not out[8]:
@@ -247,14 +248,15 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
                 # jump into another basin), polished by Newton
                 start = first_order_start(model, d, init, fixed, lo, hi)
                 if start is not None:
-                    alt = run(start, maxiter)
+                    alt = retry(start)
                     if better(alt[3], alt[1], out[3], out[1]):
                         out = alt
-            if out[3] == core.FIT_CONVERGED and not out[8] and lowest[0][1] < out[1] - 1e-6 * (1.0 + abs(out[1])):
+            lowest = min((t for t in tried if math.isfinite(t[1])), key=lambda t: t[1], default=out)
+            if out[3] == core.FIT_CONVERGED and not out[8] and lowest[1] < out[1] - 1e-6 * (1.0 + abs(out[1])):
                 # a retry ended lower than this converged (possible) saddle without converging,
                 # e.g. on a code0 kink whose gradient jumps: the saddle is not the minimum; the
                 # lower point goes on to the kink fit below, or is reported unconverged
-                out = lowest[0]
+                out = lowest
     kink_note = ""
     if out[3] != core.FIT_CONVERGED:
         def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
@@ -303,7 +305,8 @@ def kink_parameters(model: Model) -> np.ndarray:
     """Indices of the parameters whose interpolation has a kink at 0: normsys code1 (hi^alpha
     and lo^-alpha meet with different slopes) and histosys code0 (piecewise linear)."""
     A = model.arrays
-    return np.unique(np.r_[A[SC_PAR][A[SC_KIND] == core.SC_CODE1], A[HS_PAR][A[HS_CODE] == core.HS_CODE0]]).astype(np.int64)
+    kinks = np.r_[A[SC_PAR][A[SC_KIND] == core.SC_CODE1], A[HS_PAR][A[HS_CODE] == core.HS_CODE0]]
+    return np.unique(kinks).astype(np.int64)
 
 
 def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray, lo: np.ndarray,

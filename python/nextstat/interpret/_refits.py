@@ -15,11 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from nextstat.engine.threads import single_threaded_blas
 from nextstat.engine import numba_core as core
 from nextstat.engine.jit import kernel
-from nextstat.engine.layout import (BLK_B0, BLK_NB, BLK_OFF, HS_DN, HS_DOFF, HS_PAR, HS_PTR, HS_UP, NOM,
-    PB_PAR, SC_KIND, SC_LHI, SC_LLO, SC_PAR, SC_PTR)
+from nextstat.engine.layout import named
+from nextstat.engine.threads import single_threaded_blas
 from nextstat.model import Model
 from nextstat.results import FitResult
 from nextstat.progress import resolve as progress_rule
@@ -133,21 +132,10 @@ def _affects_rates(model: Model) -> np.ndarray:
     and histosys variations are all zero. Per-bin factors (staterror, shapesys, shapefactor)
     always count as effective.
     """
-    blk_b0 = model.arrays[BLK_B0]
-    blk_nb = model.arrays[BLK_NB]
-    blk_off = model.arrays[BLK_OFF]
-    nom = model.arrays[NOM]
-    sc_ptr = model.arrays[SC_PTR]
-    sc_par = model.arrays[SC_PAR]
-    sc_kind = model.arrays[SC_KIND]
-    sc_lhi = model.arrays[SC_LHI]
-    sc_llo = model.arrays[SC_LLO]
-    hs_ptr = model.arrays[HS_PTR]
-    hs_par = model.arrays[HS_PAR]
-    hs_doff = model.arrays[HS_DOFF]
-    hs_up = model.arrays[HS_UP]
-    hs_dn = model.arrays[HS_DN]
-    pb_par = model.arrays[PB_PAR]
+    F = named(model.arrays)
+    blk_b0, blk_nb, blk_off, nom = F.blk_b0, F.blk_nb, F.blk_off, F.nom
+    sc_ptr, sc_par, sc_kind, sc_lhi, sc_llo = F.sc_ptr, F.sc_par, F.sc_kind, F.sc_lhi, F.sc_llo
+    hs_ptr, hs_par, hs_doff, hs_up, hs_dn, pb_par = F.hs_ptr, F.hs_par, F.hs_doff, F.hs_up, F.hs_dn, F.pb_par
     eff = np.zeros(model.n_params, dtype=bool)
     eff[pb_par] = True
     for blk in range(blk_b0.shape[0]):

@@ -14,6 +14,9 @@ from nextstat import testing
 
 # JAX would otherwise take 75% of a GPU's memory at its first array, starving the CUDA tests
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# the compiled engine throughout (deterministic numbers; the cache is filled by the first tests):
+# tests of the torch fitter and of the auto policy ask for them (tests/engine/test_fitter.py)
+os.environ.setdefault("NEXTSTAT_FITTER", "compiled")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "python" / "nextstat" / "data" / "simple.json"

@@ -11,7 +11,7 @@ cross-entropy is the baseline. Both are evaluated on a held-out test set with ha
 the expected CLs at mu = 1. A shorter run than the benchmark (``benchmarks/bench_inferno.py``):
 fewer events and epochs, Adam for both networks. On an empty compiled cache, the kernels of the
 evaluation compile in a background process while the networks train
-(:class:`nextstat.engine.warmup.BackgroundWarmup`).
+(:func:`nextstat.engine.fitter.background_compile`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from nextstat import inferno_mixture as im
-from nextstat.engine.warmup import BackgroundWarmup
+from nextstat.engine.fitter import background_compile
 
 BENCHMARK = 2
 
@@ -52,7 +52,8 @@ def run_inferno_demo(*, epochs: int = 30, out_dir: Path = Path("demo_output"), s
     st = im.Settings(epochs=epochs, optimizer="adam", lr=1e-3, bce_epochs=epochs, bce_optimizer="adam",
                      bce_lr=1e-3, bce_batch=256, n_train=n_train, n_test=n_test)
     # the evaluation's fit and hypotest kernels compile on the other core while the networks train
-    with BackgroundWarmup(("fit", "hypotest")) as compiling:
+    # (the training's loss kernels compile in this process: nextstat.inferno_mixture.loss_session)
+    with background_compile(("fit", "hypotest")) as compiling:
         bce_net, _ = im.train_bce(777 + seed, st, progress=progress)
         var_net, var_curve = im.train_summary("variance", bench, 777 + seed, st, progress=progress)
         compiling.wait()

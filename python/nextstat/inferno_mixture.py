@@ -269,7 +269,9 @@ def loss_session(bench: Benchmark, kind: str):
     (every call replaces them with the network's): a
     :class:`~nextstat.torch.ProfiledSession` for "variance"
     (:func:`~nextstat.torch.profiled_poi_variance_loss`), a
-    :class:`~nextstat.torch.SignificanceLoss` for "z0"."""
+    :class:`~nextstat.torch.SignificanceLoss` for "z0". Both fit with Numba (thousands of
+    small steps: the fast CPU path, compiled here on a first use rather than served by the PyTorch
+    fitter meanwhile)."""
     from nextstat.torch import ProfiledSession, SignificanceLoss
 
     flat_b = np.full(N_BINS, B_EXP / N_BINS)
@@ -278,8 +280,8 @@ def loss_session(bench: Benchmark, kind: str):
         bkg[f"{name}_hi"], bkg[f"{name}_lo"] = flat_b * (1.02 + 0.01 * i), flat_b * (0.98 - 0.01 * i)
     model = load_model(workspace(np.full(N_BINS, S_EXP / N_BINS), bkg, bench))
     if kind == "z0":
-        return SignificanceLoss(model, "signal", device="cpu")
-    return ProfiledSession(model, "signal", device="cpu", data="expected")
+        return SignificanceLoss(model, "signal", device="cpu", fit_backend="numba")
+    return ProfiledSession(model, "signal", device="cpu", data="expected", fit_backend="numba")
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:

@@ -22,6 +22,7 @@ import numpy as np
 from nextstat import workspace as wsmod
 from nextstat.engine import layout, threads
 from nextstat.engine import numba_core as core
+from nextstat.engine.fitter import resolve_fitter
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF
 from nextstat.workspace import sources
 from nextstat.errors import WorkspaceError
@@ -491,7 +492,8 @@ class Model:
         self.data = np.concatenate([self.main_data, self.aux_data])
 
     def _check_rates(self) -> None:
-        nu = self.expected_main(self._init)
+        # on the engine of the first fit (nextstat.engine.fitter): no compiling on a first use
+        nu = resolve_fitter(None, "expected_main").expected_main(self, self._init)
         bad = np.flatnonzero((nu < 0) | ((nu == 0) & (self.main_data > 0)) | ~np.isfinite(nu))
         if bad.size:
             b = int(bad[0])

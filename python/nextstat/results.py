@@ -86,6 +86,9 @@ class FitResult(_ToDict):
         message: a human-readable account of how the fit ended.
         fixed: boolean mask of parameters held fixed, shape ``(n_params,)``.
         at_limit: boolean mask of parameters that ended on a bound.
+        posdef: whether the Hessian was positive definite over the free parameters.
+        fitter: the engine that ran the fit, ``"compiled"`` or ``"torch"``
+            (:mod:`nextstat.engine.fitter`).
     """
 
     _derived = ("mu", "twice_nll")
@@ -105,6 +108,7 @@ class FitResult(_ToDict):
     fixed: np.ndarray
     at_limit: np.ndarray
     posdef: bool = True
+    fitter: str = "compiled"
 
     @property
     def twice_nll(self) -> float:

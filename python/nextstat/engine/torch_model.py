@@ -446,7 +446,9 @@ class TorchModel:
         pos = n > 0
         lnu = torch.log(torch.where(pos, nu, torch.ones_like(nu)))
         terms = torch.where(pos, nu - n * lnu + torch.lgamma(n + 1.0), nu)
-        s = terms.sum(-1)
+        # summed in order (a running sum), as pyhf and the compiled core do: the terms of huge
+        # counts cancel to the last bits, which the order of a pairwise sum would change
+        s = terms.cumsum(-1)[..., -1] if terms.shape[-1] else terms.sum(-1)
         bad = (pos & (nu <= 0)).any(-1)
         return torch.where(bad, torch.full_like(s, math.inf), s)
 
@@ -473,7 +475,7 @@ class TorchModel:
         z = (x - aux) / self._aux_sigma
         gauss = 0.5 * z * z
         if not self._has_poisson:
-            return gauss.sum(-1)
+            return gauss.cumsum(-1)[..., -1]
         return torch.where(self._aux_gauss, gauss, self._dev(x * self._aux_tau, aux)).sum(-1)
 
     def constraint_dev(self, theta: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
@@ -509,13 +511,13 @@ class TorchModel:
         y = (aux - x) / (_SQRT2 * sig)
         gauss = torch.log(sig * _SQRT2PI) + y * y
         if not self._has_poisson:
-            return gauss.sum(-1)
+            return gauss.cumsum(-1)[..., -1]
         rate = x * self._aux_tau
         apos = aux != 0
         lrate = torch.log(torch.where(apos & ~g, rate, torch.ones_like(rate)))
         pois = torch.where(apos, rate - aux * lrate + torch.lgamma(aux + 1.0), rate)
         terms = torch.where(g, gauss, pois)
-        s = terms.sum(-1)
+        s = terms.cumsum(-1)[..., -1]  # in order, as _main_nll
         bad = (~g & apos & (rate <= 0)).any(-1)
         return torch.where(bad, torch.full_like(s, math.inf), s)
 

@@ -1,4 +1,5 @@
-"""Maximum-likelihood fits with the compiled Newton core."""
+"""Maximum-likelihood fits, and the retry policy of every fit (alternative starts, restarts from
+stalls, kink fits), on either engine of :mod:`nextstat.engine.fitter`."""
 
 from __future__ import annotations
 
@@ -8,18 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from nextstat.engine import numba_core as core
+from nextstat.engine.compiled.codes import FIT_CONVERGED, FIT_NONFINITE_RESULT, HS_CODE0, SC_CODE1
+from nextstat.engine.fit_outputs import STATUS_MESSAGES
+from nextstat.engine.fitter import (DEFAULT_MAXITER, DEFAULT_TOL, READY, FitOutput, Fitter, errors_and_correlation,
+                                    resolve_fitter)
 from nextstat.engine.layout import HS_CODE, HS_PAR, SC_KIND, SC_PAR
 from nextstat.model import Model, require_model
 from nextstat.results import FitResult
-
-_MESSAGES = {
-    core.FIT_CONVERGED: "converged",
-    core.FIT_MAXITER: "reached the iteration limit before converging",
-    core.FIT_LINESEARCH: "line search found no decrease: the fit did not converge",
-    core.FIT_NONFINITE: "the NLL is not finite at the starting point (expected rate <= 0 where data > 0)",
-    core.FIT_NONFINITE_RESULT: "the fit ended on a non-finite NLL, parameter or error",
-}
 
 
 def retry_starts(model: Model, init: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
@@ -41,7 +37,7 @@ def retry_starts(model: Model, init: np.ndarray, fixed: np.ndarray, lo: np.ndarr
 
 
 def stalled_start(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
-                  hi: np.ndarray) -> np.ndarray | None:
+                  hi: np.ndarray, fitter: Fitter) -> np.ndarray | None:
     """A restart for a fit that converged on a stationary point it cannot leave: free
     parameters at a bound on which the NLL does not depend there, e.g. mu = k = 0 of a signal
     scaled by mu * k (each factor's gradient is the other factor, 0: a saddle point on the
@@ -52,14 +48,14 @@ def stalled_start(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.n
     at = np.flatnonzero(~fixed & ((theta <= lo) | (theta >= hi)))
     if at.size < 2:
         return None
-    f0 = core.nll_dev(theta, data, model.arrays, model.aux_arrays)
+    f0 = fitter.nll_dev(model, theta, data)
     flat = []
     for i in at:
         width = hi[i] - lo[i]
         step = 1e-6 * (width if np.isfinite(width) and width > 0 else 1.0)
         trial = theta.copy()
         trial[i] = theta[i] + step if theta[i] <= lo[i] else theta[i] - step
-        if abs(core.nll_dev(trial, data, model.arrays, model.aux_arrays) - f0) <= 1e-13 * max(1.0, abs(f0)):
+        if abs(fitter.nll_dev(model, trial, data) - f0) <= 1e-13 * max(1.0, abs(f0)):
             flat.append(i)
     if not flat:
         return None
@@ -95,7 +91,7 @@ FIRST_ORDER_MAXITER = 500
 
 
 def first_order_start(model: Model, data: np.ndarray, init: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
-                      hi: np.ndarray) -> np.ndarray | None:
+                      hi: np.ndarray, fitter: Fitter) -> np.ndarray | None:
     """The end point of a bounded first-order minimisation (SciPy's SLSQP with the analytic
     gradient, at most :data:`FIRST_ORDER_MAXITER` iterations) from ``init``, as a start for a
     Newton fit; None where it does not end on a finite NLL. Used only after a fit converged on
@@ -107,7 +103,6 @@ def first_order_start(model: Model, data: np.ndarray, init: np.ndarray, fixed: n
     if free.size == 0:
         return None
     base = np.array(init, dtype=np.float64)
-    A, AUX = model.arrays, model.aux_arrays
 
     def at(x: np.ndarray) -> np.ndarray:
         th = base.copy()
@@ -115,7 +110,7 @@ def first_order_start(model: Model, data: np.ndarray, init: np.ndarray, fixed: n
         return th
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        f, g = core.nll_grad(at(x), data, A, AUX)[:2]
+        f, g = fitter.nll_grad(model, at(x), data)
         if not (np.isfinite(f) and np.all(np.isfinite(g))):
             return 1e300, np.zeros(free.size)
         return float(f), g[free]
@@ -124,7 +119,7 @@ def first_order_start(model: Model, data: np.ndarray, init: np.ndarray, fixed: n
         res = minimize(fun, base[free], jac=True, method="SLSQP", bounds=list(zip(lo[free], hi[free])),
                        options={"maxiter": FIRST_ORDER_MAXITER, "ftol": 1e-12})
     th = np.clip(at(np.asarray(res.x, dtype=np.float64)), lo, hi)
-    if not np.isfinite(core.nll(th, data, A, AUX)):
+    if not np.isfinite(fitter.nll(model, th, data)):
         return None
     return np.ascontiguousarray(th)
 
@@ -132,7 +127,7 @@ def first_order_start(model: Model, data: np.ndarray, init: np.ndarray, fixed: n
 def better(a_status: int, a_nll: float, b_status: int, b_nll: float) -> bool:
     """True where fit ``a`` is preferable to fit ``b``: converged before not converged, then
     the lower NLL (a non-finite NLL is never lower)."""
-    a_ok, b_ok = a_status == core.FIT_CONVERGED, b_status == core.FIT_CONVERGED
+    a_ok, b_ok = a_status == FIT_CONVERGED, b_status == FIT_CONVERGED
     if a_ok != b_ok:
         return a_ok
     return bool(a_nll < b_nll) or not np.isfinite(b_nll) and np.isfinite(a_nll)
@@ -160,21 +155,22 @@ def _bounds(model: Model, par_bounds: Any) -> np.ndarray:
     return b
 
 
-def hesse(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, bool]:
+def hesse(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray,
+          fitter: Fitter | str | None = None) -> tuple[np.ndarray, bool]:
     """Covariance = inverse of the exact analytic Hessian over the free parameters.
 
     Returns (covariance (P, P) with zero rows/columns for fixed parameters, positive-definite flag).
     The inverse comes from LAPACK's Cholesky routines (``dpotrf``/``dpotri``, called from the
-    compiled core: :func:`nextstat.engine.numba_core.hesse_cov`); where the Hessian is not
-    positive definite, its eigenvalues are replaced by their absolute values before inverting
-    and the flag is False.
+    compiled core: :func:`nextstat.engine.compiled.hesse.hesse_cov`; NumPy's on the torch
+    fitter); where the Hessian is not positive definite, its eigenvalues are replaced by their
+    absolute values before inverting and the flag is False.
     """
-    return core.hesse_cov(np.ascontiguousarray(theta, dtype=np.float64), data, np.ascontiguousarray(fixed, dtype=bool),
-                          model.arrays, model.aux_arrays, np.empty((0, 0)))
+    return resolve_fitter(fitter, "hesse_cov").hesse(model, theta, data, fixed)
 
 
 def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: Any = None,
-        par_bounds: Any = None, hesse: bool = True, maxiter: int = 200, tol: float = 1e-10) -> FitResult:
+        par_bounds: Any = None, hesse: bool = True, maxiter: int = DEFAULT_MAXITER, tol: float = DEFAULT_TOL,
+        fitter: Fitter | str | None = None) -> FitResult:
     """Maximum-likelihood fit: minimise ``model.nll`` over the free parameters within bounds.
 
     A bounded Newton method on the exact analytic Hessian (Gauss-Newton / Fisher-scoring
@@ -191,12 +187,17 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         par_bounds: shape (n_params, 2); default ``model.suggested_bounds()``.
         hesse: compute covariance and errors (otherwise they are None).
         maxiter: iteration limit. tol: convergence threshold on the EDM.
+        fitter: the engine, ``"auto"`` (default: compiled once its code is cached, the torch
+            fitter during a first use while it compiles in the background), ``"compiled"``,
+            ``"torch"`` or a :class:`~nextstat.engine.fitter.Fitter` (see
+            :mod:`nextstat.engine.fitter`); ``FitResult.fitter`` says which ran.
 
     Returns:
         FitResult. A fit that did not converge says so (``converged=False``, ``message``).
     """
     require_model(model)
     t0 = time.perf_counter()
+    engine = (READY.get("fit_with_errors") if fitter is None else None) or resolve_fitter(fitter, "fit_with_errors")
     d = model.data if data is None else model._data(data)
     init = model._init if init_pars is None else model._pars(init_pars, "init_pars")
     fixed = model.fixed_params if fixed_params is None else _fixed_mask(model, fixed_params)
@@ -206,76 +207,17 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         b = _bounds(model, par_bounds)
         lo, hi = np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])
 
-    def run(start: np.ndarray, n_max: int) -> tuple:
-        return core.fit_with_errors(start, d, lo, hi, fixed, *model.packed, n_max, tol, hesse)
-
     if not (isinstance(maxiter, (int, np.integer)) and maxiter >= 1):
         raise ValueError(f"maxiter: expected a positive integer, got {maxiter!r}")
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: expected a finite value > 0, got {tol!r}")
-    out = run(init, maxiter)
-    if out[3] != core.FIT_CONVERGED or not out[8]:
-        # retries from the alternative starts (at most four more fits), also where the fit
-        # converged on a Hessian that is not positive definite (it may be a saddle point, e.g.
-        # mu = k = 0 of a signal scaled by mu * k); the best fit is kept
-        tried = [out]  # every fit of the retries, converged or not
-
-        def retry(start: np.ndarray) -> tuple:
-            tried.append(run(start, maxiter))
-            return tried[-1]
-
-        for start in retry_starts(model, init, fixed, lo, hi):
-            alt = retry(start)
-            if better(alt[3], alt[1], out[3], out[1]):
-                out = alt
-            if out[3] == core.FIT_CONVERGED and out[8]:
-                break
-        restart = stalled_start(model, out[0], d, fixed, lo, hi) if out[3] == core.FIT_CONVERGED else None
-        if restart is not None:
-            alt = retry(restart)
-            if better(alt[3], alt[1], out[3], out[1]):
-                out = alt
-        if out[3] == core.FIT_CONVERGED and not out[8]:
-            # still on a Hessian that is not positive definite: a product of factors of which one
-            # is 0 leaves the others without effect, and the NLL is not convex there; a few
-            # seeded starts spread over the bounds look for a lower minimum
-            for start in spread_starts(model, init, fixed, lo, hi, SPREAD_STARTS):
-                alt = retry(start)
-                if better(alt[3], alt[1], out[3], out[1]):
-                    out = alt
-            if out[3] == core.FIT_CONVERGED and not out[8]:
-                # the last retry: a first-order path from the start (Newton's first steps can
-                # jump into another basin), polished by Newton
-                start = first_order_start(model, d, init, fixed, lo, hi)
-                if start is not None:
-                    alt = retry(start)
-                    if better(alt[3], alt[1], out[3], out[1]):
-                        out = alt
-            lowest = min((t for t in tried if math.isfinite(t[1])), key=lambda t: t[1], default=out)
-            if out[3] == core.FIT_CONVERGED and not out[8] and lowest[1] < out[1] - 1e-6 * (1.0 + abs(out[1])):
-                # a retry ended lower than this converged (possible) saddle without converging,
-                # e.g. on a code0 kink whose gradient jumps: the saddle is not the minimum; the
-                # lower point goes on to the kink fit below, or is reported unconverged
-                out = lowest
+    out = engine.fit(model, init, d, lo, hi, fixed, maxiter, tol, hesse)
     kink_note = ""
-    if out[3] != core.FIT_CONVERGED:
-        def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
-            r = core.fit_with_errors(start, d, blo, bhi, fx, *model.packed, maxiter, tol, False)
-            return r[0], r[3], r
-
-        kinked = kink_fit(model, d, out[0], fixed, lo, hi, run_at)
-        if kinked is not None and better(kinked[2][3], kinked[2][1], out[3], out[1]):
-            r, names = kinked[2], kinked[3]
-            cov, posdef = (core.hesse_cov(r[0], d, fixed, model.arrays, model.aux_arrays, np.empty((0, 0)))
-                           if hesse else (np.zeros_like(out[5]), True))
-            err, corr = _errors(cov)
-            status = r[3] if np.all(np.isfinite(err)) else core.FIT_NONFINITE_RESULT
-            out = (r[0], r[1], r[2], status, r[4], cov, err, corr, posdef, fixed.copy(),
-                   ~fixed & ((r[0] <= lo) | (r[0] >= hi)))
-            kink_note = f"; at the interpolation kink of {', '.join(names)} (alpha = 0, one-sided optimum)"
+    if out.status != FIT_CONVERGED or not out.posdef:
+        out, kink_note = _repaired(model, engine, out, d, init, fixed, lo, hi, maxiter, tol, hesse)
     theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = out
-    converged = status == core.FIT_CONVERGED
-    message = _MESSAGES[status] + kink_note
+    converged = status == FIT_CONVERGED
+    message = STATUS_MESSAGES[status] + kink_note
     if converged and hesse and not posdef:
         flat = [model._names[i] for i in np.flatnonzero(~fixed & (err == 0.0))]
         message = "converged; the Hessian is not positive definite (covariance approximated)"
@@ -287,30 +229,96 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
         correlation=corr if hesse else None, parameter_names=model._names, poi_index=model.poi_index,
         nll=f, edm=edm, converged=converged, n_iter=n_iter,
         time_ms=(time.perf_counter() - t0) * 1e3, message=message, fixed=fixed,
-        at_limit=at_limit, posdef=posdef,
+        at_limit=at_limit, posdef=posdef, fitter=engine.name,
     )
 
 
-def _errors(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(errors, correlation) from a covariance (P, P), as the compiled fit builds them."""
-    err = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    den = np.outer(err, err)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = np.where((den > 0) & np.isfinite(den), cov / den, 0.0)
-    np.fill_diagonal(corr, 1.0)
-    return err, corr
+def _repaired(model: Model, engine: Fitter, out: FitOutput, d: np.ndarray, init: np.ndarray, fixed: np.ndarray,
+              lo: np.ndarray, hi: np.ndarray, maxiter: int, tol: float, hesse: bool) -> tuple[FitOutput, str]:
+    """A fit that did not converge, or converged where the Hessian is not positive definite:
+    :func:`_retried`, then (still not converged) :func:`kink_fit`. Returns the fit kept and a note
+    for its message (kept out of :func:`fit`, whose hot path then holds no closures)."""
+
+    def run(start: np.ndarray, n_max: int) -> FitOutput:
+        return engine.fit(model, start, d, lo, hi, fixed, n_max, tol, hesse)
+
+    out = _retried(model, engine, run, out, d, init, fixed, lo, hi, maxiter)
+    kink_note = ""
+    if out.status != FIT_CONVERGED:
+        def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
+            r = engine.fit(model, start, d, blo, bhi, fx, maxiter, tol, False)
+            return r.theta, r.status, r
+
+        kinked = kink_fit(model, d, out.theta, fixed, lo, hi, run_at, engine)
+        if kinked is not None and better(kinked[2].status, kinked[2].nll, out.status, out.nll):
+            r, names = kinked[2], kinked[3]
+            cov, posdef = engine.hesse(model, r.theta, d, fixed) if hesse else (np.zeros_like(out.covariance), True)
+            err, corr = errors_and_correlation(cov)
+            status = r.status if np.all(np.isfinite(err)) else FIT_NONFINITE_RESULT
+            out = FitOutput(r.theta, r.nll, r.n_iter, status, r.edm, cov, err, corr, posdef, fixed.copy(),
+                            ~fixed & ((r.theta <= lo) | (r.theta >= hi)))
+            kink_note = f"; at the interpolation kink of {', '.join(names)} (alpha = 0, one-sided optimum)"
+    return out, kink_note
+
+
+def _retried(model: Model, engine: Fitter, run: Any, out: FitOutput, d: np.ndarray, init: np.ndarray,
+             fixed: np.ndarray, lo: np.ndarray, hi: np.ndarray, maxiter: int) -> FitOutput:
+    """The retries of a fit that did not converge or converged where the Hessian is not
+    positive definite (it may be a saddle point, e.g. mu = k = 0 of a signal scaled by mu * k):
+    the alternative starts (at most four more fits), a stall restart, spread starts and a
+    first-order path; the best fit is kept (:func:`better`)."""
+    tried = [out]  # every fit of the retries, converged or not
+
+    def retry(start: np.ndarray) -> FitOutput:
+        tried.append(run(start, maxiter))
+        return tried[-1]
+
+    for start in retry_starts(model, init, fixed, lo, hi):
+        alt = retry(start)
+        if better(alt.status, alt.nll, out.status, out.nll):
+            out = alt
+        if out.status == FIT_CONVERGED and out.posdef:
+            break
+    restart = stalled_start(model, out.theta, d, fixed, lo, hi, engine) if out.status == FIT_CONVERGED else None
+    if restart is not None:
+        alt = retry(restart)
+        if better(alt.status, alt.nll, out.status, out.nll):
+            out = alt
+    if out.status == FIT_CONVERGED and not out.posdef:
+        # still on a Hessian that is not positive definite: a product of factors of which one
+        # is 0 leaves the others without effect, and the NLL is not convex there; a few
+        # seeded starts spread over the bounds look for a lower minimum
+        for start in spread_starts(model, init, fixed, lo, hi, SPREAD_STARTS):
+            alt = retry(start)
+            if better(alt.status, alt.nll, out.status, out.nll):
+                out = alt
+        if out.status == FIT_CONVERGED and not out.posdef:
+            # the last retry: a first-order path from the start (Newton's first steps can
+            # jump into another basin), polished by Newton
+            start = first_order_start(model, d, init, fixed, lo, hi, engine)
+            if start is not None:
+                alt = retry(start)
+                if better(alt.status, alt.nll, out.status, out.nll):
+                    out = alt
+        lowest = min((t for t in tried if math.isfinite(t.nll)), key=lambda t: t.nll, default=out)
+        if out.status == FIT_CONVERGED and not out.posdef and lowest.nll < out.nll - 1e-6 * (1.0 + abs(out.nll)):
+            # a retry ended lower than this converged (possible) saddle without converging,
+            # e.g. on a code0 kink whose gradient jumps: the saddle is not the minimum; the
+            # lower point goes on to the kink fit below, or is reported unconverged
+            out = lowest
+    return out
 
 
 def kink_parameters(model: Model) -> np.ndarray:
     """Indices of the parameters whose interpolation has a kink at 0: normsys code1 (hi^alpha
     and lo^-alpha meet with different slopes) and histosys code0 (piecewise linear)."""
     A = model.arrays
-    kinks = np.r_[A[SC_PAR][A[SC_KIND] == core.SC_CODE1], A[HS_PAR][A[HS_CODE] == core.HS_CODE0]]
+    kinks = np.r_[A[SC_PAR][A[SC_KIND] == SC_CODE1], A[HS_PAR][A[HS_CODE] == HS_CODE0]]
     return np.unique(kinks).astype(np.int64)
 
 
 def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
-             hi: np.ndarray, run: Any) -> tuple | None:
+             hi: np.ndarray, run: Any, fitter: Fitter) -> tuple | None:
     """The retry for a fit that stalled at an interpolation kink (the one kink policy of fits and
     hypothesis tests). Newton steps zig-zag across alpha = 0 of a code1 / code0 parameter, where
     the NLL is not differentiable; so the parameters of :func:`kink_parameters` that ended
@@ -332,21 +340,21 @@ def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarra
     held = fixed.copy()
     held[k] = True
     th, status, out = run(start, held, lo, hi)
-    if status != core.FIT_CONVERGED:
+    if status != FIT_CONVERGED:
         return None
-    f0 = core.nll_dev(th, data, model.arrays, model.aux_arrays)
+    f0 = fitter.nll_dev(model, th, data)
     for i in k:
         for side in (1.0, -1.0):
             trial = th.copy()
             trial[i] = min(max(side * 1e-6, lo[i]), hi[i])
-            if core.nll_dev(trial, data, model.arrays, model.aux_arrays) < f0 - 1e-12 * max(1.0, abs(f0)):
+            if fitter.nll_dev(model, trial, data) < f0 - 1e-12 * max(1.0, abs(f0)):
                 blo, bhi = lo.copy(), hi.copy()
                 if side > 0:
                     blo[i] = max(lo[i], 0.0)
                 else:
                     bhi[i] = min(hi[i], 0.0)
                 th, status, out = run(trial, fixed, blo, bhi)
-                return (th, status, out, names) if status == core.FIT_CONVERGED else None
+                return (th, status, out, names) if status == FIT_CONVERGED else None
     return th, status, out, names
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from scipy.special import log_ndtr, ndtr  # noqa: F401 - ndtr: the docstring example compares with it
 
-from nextstat.engine import numba_core as core
+from nextstat.engine.fitter import DEFAULT_MAXITER, DEFAULT_TOL, DevFit, Fitter, resolve_fitter
 from nextstat.infer import test_statistics as ts
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, better, kink_fit, retry_starts, stalled_start
@@ -98,21 +98,8 @@ def expected_cls(sqrt_qA: float) -> np.ndarray:
 _FIT_NAMES = ("free", "conditional", "generating", "asimov_free", "asimov_conditional")
 
 
-class _Fit(NamedTuple):
-    """One fit of the calculator (no Hesse): ``bestfit`` (P,), ``nll`` (pyhf's form),
-    ``nll_dev`` (:func:`nextstat.engine.numba_core.nll_dev`, what test statistics difference),
-    ``status`` (``core.FIT_*``), ``n_iter``, ``edm``."""
-
-    bestfit: np.ndarray
-    nll: float
-    nll_dev: float
-    status: int
-    n_iter: int
-    edm: float
-
-    @property
-    def converged(self) -> bool:
-        return self.status == core.FIT_CONVERGED
+#: one fit of the calculator (no Hesse)
+_Fit = DevFit
 
 
 @dataclass
@@ -129,23 +116,25 @@ class _Fits:
 class AsymptoticCalculator:
     """Caches the mu-independent fits of an asymptotic test on one dataset.
 
-    Each fit is one compiled call (:func:`nextstat.engine.numba_core.fit_dev`), so a test on a
+    Each fit is one call of the fitter (compiled: :func:`nextstat.engine.compiled.calls.fit_dev`), so a test on a
     small model costs tens of microseconds.
 
     Args:
         model: the model. data: observed data (default ``model.data``).
         test_stat: one of ``q0``, ``q``, ``qtilde``.
-        init_pars, par_bounds, fixed_params: as in :func:`nextstat.fit`.
+        init_pars, par_bounds, fixed_params, fitter: as in :func:`nextstat.fit`.
     """
 
     def __init__(self, model: Model, *, data: Any = None, test_stat: str = "qtilde",
-                 init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None):
+                 init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None,
+                 fitter: Fitter | str | None = None):
         if model.poi_index is None:
             raise ValueError("model: a POI is required for hypothesis tests")
         if test_stat not in ASYMPTOTIC_TEST_STATS:
             raise ValueError(f"test_stat: expected one of {ASYMPTOTIC_TEST_STATS} for asymptotic "
                              f"p-values, got {test_stat!r}")
         self.model = model
+        self.fitter = resolve_fitter(fitter, "asymptotic_fits")
         self.test_stat = test_stat
         self.data = model.data if data is None else model._data(data)
         self.init = model._init if init_pars is None else model._pars(init_pars, "init_pars").copy()
@@ -164,18 +153,19 @@ class AsymptoticCalculator:
         self.asimov_mu = 1.0 if test_stat == "q0" else 0.0
 
     def _fit_once(self, data: np.ndarray, init: np.ndarray, mu: float | None, profiled: bool) -> _Fit:
-        """One compiled fit: free (``mu=None``) from ``init``, or conditional at POI = ``mu``;
-        with ``profiled`` the conditional fit starts from the free optimum ``init`` moved along
-        the profile (:func:`nextstat.engine.numba_core.profile_start`), else from ``init``."""
-        packed = self.model.packed
+        """One fit: free (``mu=None``) from ``init``, or conditional at POI = ``mu``; with
+        ``profiled`` the conditional fit starts from the free optimum ``init`` moved along the
+        profile (:func:`nextstat.engine.compiled.profiled.profile_start`), else from ``init``."""
         if mu is None:
-            return _Fit(*core.fit_dev(init, data, self._lo, self._hi, self.fixed, *packed, 200, 1e-10))
+            return self.fitter.fit_dev(self.model, init, data, self._lo, self._hi, self.fixed, DEFAULT_MAXITER,
+                                       DEFAULT_TOL)
         if profiled:
-            return _Fit(*core.fit_dev_conditional(init, float(mu), data, self._lo, self._hi, self._fixed_poi,
-                                                  self.model.poi_index, *packed, 200, 1e-10))
+            return self.fitter.fit_conditional(self.model, init, float(mu), data, self._lo, self._hi,
+                                               self._fixed_poi, DEFAULT_MAXITER, DEFAULT_TOL)
         start = init.copy()
         start[self.model.poi_index] = mu
-        return _Fit(*core.fit_dev(start, data, self._lo, self._hi, self._fixed_poi, *packed, 200, 1e-10))
+        return self.fitter.fit_dev(self.model, start, data, self._lo, self._hi, self._fixed_poi, DEFAULT_MAXITER,
+                                   DEFAULT_TOL)
 
     def _fit(self, data: np.ndarray, init: np.ndarray, mu: float | None) -> _Fit:
         """Free fit (``mu=None``) from ``init``, or conditional fit at POI = ``mu`` from the free
@@ -186,7 +176,7 @@ class AsymptoticCalculator:
         fit = self._fit_once(data, init, mu, True)
         fixed = self.fixed if mu is None else self._fixed_poi
         if fit.converged:
-            restart = stalled_start(self.model, fit.bestfit, data, fixed, self._lo, self._hi)
+            restart = stalled_start(self.model, fit.bestfit, data, fixed, self._lo, self._hi, self.fitter)
             if restart is not None:
                 alt = self._fit_once(data, restart, mu, False)
                 if better(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
@@ -203,10 +193,10 @@ class AsymptoticCalculator:
                 return fit
 
         def run(s: np.ndarray, fx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
-            f = _Fit(*core.fit_dev(s, data, lo, hi, fx, *self.model.packed, 200, 1e-10))
+            f = self.fitter.fit_dev(self.model, s, data, lo, hi, fx, DEFAULT_MAXITER, DEFAULT_TOL)
             return f.bestfit, f.status, f
 
-        kinked = kink_fit(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run)
+        kinked = kink_fit(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run, self.fitter)
         if kinked is not None and better(kinked[1], kinked[2].nll_dev, fit.status, fit.nll_dev):
             fit = kinked[2]
         return fit
@@ -226,7 +216,7 @@ class AsymptoticCalculator:
     def asimov_data(self) -> np.ndarray:
         """Background-only (signal for q0) Asimov data, profiled on the observed data."""
         if self._asimov_data is None:
-            self._asimov_data = core.expected_data(self.generating_fit().bestfit, *self.model.packed)
+            self._asimov_data = self.fitter.expected_data(self.model, self.generating_fit().bestfit)
         return self._asimov_data
 
     def asimov_fits(self) -> _Fits:
@@ -263,14 +253,14 @@ class AsymptoticCalculator:
 
     def _first_fits(self, mu: float) -> bool:
         """All five fits of a first test in one compiled call
-        (:func:`nextstat.engine.numba_core.asymptotic_fits`, the same fits from the same starts
+        (:func:`nextstat.engine.compiled.calls.asymptotic_fits`, the same fits from the same starts
         as one by one), which fills the caches of the mu-independent fits. Returns False (and
         caches nothing) where a fit did not converge or a conditional fit lies below its free
         fit: the fits are then done one by one, with retries."""
         model = self.model
-        thetas, stats, asimov = core.asymptotic_fits(
-            self.init, mu, self.data, self._lo, self._hi, self.fixed, self._fixed_poi, model.poi_index,
-            self.asimov_mu, *model.packed, 200, 1e-10)
+        thetas, stats, asimov = self.fitter.asymptotic_fits(
+            model, self.init, mu, self.data, self._lo, self._hi, self.fixed, self._fixed_poi, self.asimov_mu,
+            DEFAULT_MAXITER, DEFAULT_TOL)
         fits = [_Fit(thetas[k], float(st[0]), float(st[1]), int(st[2]), int(st[3]), float(st[4]))
                 for k, st in enumerate(stats)]
         tol = 1e-9 * max(1.0, abs(fits[0].nll_dev), abs(fits[3].nll_dev))
@@ -279,7 +269,7 @@ class AsymptoticCalculator:
         if stats[:, 5].max() >= 2:  # two free parameters on a bound (counted by the kernel): maybe a stall
             for k, fx in enumerate((self.fixed, self._fixed_poi, self._fixed_poi, self.fixed, self._fixed_poi)):
                 if stats[k, 5] >= 2 and stalled_start(model, fits[k].bestfit, asimov if k > 2 else self.data, fx,
-                                                      self._lo, self._hi) is not None:
+                                                      self._lo, self._hi, self.fitter) is not None:
                     return False  # a fit stopped on a stationary point it cannot leave: refitted one by one
         poi = model.poi_index
         self._obs = _Fits.of(fits[0], poi)
@@ -337,7 +327,8 @@ class AsymptoticCalculator:
 
 def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str | None = None,
              init_pars: Any = None, par_bounds: Any = None, fixed_params: Any = None,
-             calctype: str = "asymptotics", **toy_options: Any) -> HypotestResult:
+             calctype: str = "asymptotics", fitter: Fitter | str | None = None,
+             **toy_options: Any) -> HypotestResult:
     """Test the hypothesis POI = ``mu``.
 
     At ``mu = 0`` the default is the discovery test (``q0``): ``p0`` and ``significance``
@@ -352,12 +343,16 @@ def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str 
         init_pars, par_bounds, fixed_params: as in :func:`nextstat.fit`.
         calctype: "asymptotics" (arXiv:1007.1727) or "toybased" (pseudo-experiments; see
             :func:`nextstat.hypotest_toys`, which receives ``toy_options``).
+        fitter: the engine of the asymptotic test's fits, as in :func:`nextstat.fit`.
     """
     require_model(model)
     if test_stat is None:
         test_stat = "q0" if mu == 0 else "qtilde"
     if calctype == "toybased":
         from nextstat.infer.toys import hypotest_toys
+
+        if fitter is not None:
+            raise TypeError("fitter: applies to calctype='asymptotics' only (toys run on the compiled toy fitters)")
 
         return hypotest_toys(model, mu, data=data, test_stat=test_stat, init_pars=init_pars,
                              par_bounds=par_bounds, fixed_params=fixed_params, **toy_options)
@@ -366,5 +361,5 @@ def hypotest(model: Model, mu: float = 1.0, *, data: Any = None, test_stat: str 
     if toy_options:
         raise TypeError(f"hypotest: unexpected arguments {sorted(toy_options)} for asymptotics")
     calc = AsymptoticCalculator(model, data=data, test_stat=test_stat, init_pars=init_pars,
-                                par_bounds=par_bounds, fixed_params=fixed_params)
+                                par_bounds=par_bounds, fixed_params=fixed_params, fitter=fitter)
     return calc.hypotest(mu)

@@ -181,7 +181,7 @@ def _bracket(calc: AsymptoticCalculator, model: Model, alpha: float, lo_b: float
         seen[lo_b], converged = _evaluate(calc, lo_b)
     grid = [lo_b]
     free = calc.observed_fits().free
-    cov, _ = hesse(model, free.bestfit, calc.data, calc.fixed)
+    cov, _ = hesse(model, free.bestfit, calc.data, calc.fixed, calc.fitter)
     sigma = float(np.sqrt(max(cov[model.poi_index, model.poi_index], 0.0)))
     scale = sigma if np.isfinite(sigma) and sigma > 1e-9 * (hi_b - lo_b) else 0.1 * (hi_b - lo_b)
     mu = max(calc.observed_fits().mu_hat, lo_b) + scale

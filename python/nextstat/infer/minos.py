@@ -28,6 +28,7 @@ import numpy as np
 from nextstat._html import html_summary, html_table
 from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
+from nextstat.engine.fitter import resolve_fitter
 from nextstat.infer.fit import _bounds, better, fit, kink_fit, retry_starts
 from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
@@ -184,7 +185,7 @@ class _Profile:
             r = core.fit_dev(s, self.data, blo, bhi, fx, *m.packed, self.maxiter, self.tol)
             return r[0], r[3], r
 
-        kinked = kink_fit(m, self.data, out[0], self.fixed, self.lo, self.hi, run)
+        kinked = kink_fit(m, self.data, out[0], self.fixed, self.lo, self.hi, run, resolve_fitter("compiled"))
         if kinked is not None and better(kinked[1], kinked[2][2], out[3], out[2]):
             out = kinked[2]
         return out

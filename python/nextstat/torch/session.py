@@ -18,6 +18,7 @@ import torch
 
 from nextstat.engine import numba_core as core
 from nextstat.engine import overrides as ovr
+from nextstat.engine.fitter import compiled_ready
 from nextstat.engine.torch_model import NominalOverrides, TorchModel
 from nextstat.torch import backends
 from nextstat.torch.inputs import InputLayout, build_layout, layout_overrides, parse_sample
@@ -75,7 +76,8 @@ class ProfiledSession:
             ``torch.device`` (module doc).
         data: ``"expected"`` (Asimov, from the current histograms) or ``"observed"``.
         eps: gradient guard of ``sqrt(q)`` (module doc).
-        fit_backend: ``"auto"`` (Numba on the CPU for single histograms, else PyTorch),
+        fit_backend: ``"auto"`` (Numba on the CPU for single histograms once it is compiled,
+            PyTorch until then and otherwise),
             ``"numba"`` (CPU only) or ``"torch"`` (the GPU code path, also on the CPU).
         maxiter, tol: Newton iteration limit and EDM tolerance of each fit (tol default
             ``1e-12``; ``1e-5`` in float32).
@@ -112,7 +114,13 @@ class ProfiledSession:
         self.signal_sample_name = signal_sample_name
         self.data = data
         self.eps = float(eps)
-        self.fit_backend = ("numba" if self.device.type == "cpu" else "torch") if fit_backend == "auto" else fit_backend
+        # "auto" on the CPU: Numba once its fit is compiled (cached); until then (a first use, while
+        # a background process compiles it: nextstat.engine.fitter.compiled_ready) PyTorch, and
+        # evaluate() moves to Numba when it is ready
+        self._auto_cpu = fit_backend == "auto" and self.device.type == "cpu"
+        if fit_backend == "auto":
+            fit_backend = "numba" if self._auto_cpu and compiled_ready("newton_fit") else "torch"
+        self.fit_backend = fit_backend
         self.maxiter = maxiter
         self.tol = (1e-12 if self.dtype == torch.float64 else 1e-5) if tol is None else float(tol)
         self.tmodel = TorchModel(model, device=self.device, dtype=self.dtype)
@@ -201,6 +209,9 @@ class ProfiledSession:
         """
         if not isinstance(layout, InputLayout):
             layout = self.layout(tuple(layout))
+        if self._auto_cpu and self.fit_backend == "torch" and compiled_ready("newton_fit"):
+            self.fit_backend = "numba"
+            self.reset()  # the warm starts are the other back end's
         backend = backend or self.fit_backend
         single = h.ndim == 1 or h.shape[0] == 1
         hb = h if h.ndim == 2 else h.unsqueeze(0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,127 +23,10 @@ from nextstat.engine import layout, threads
 from nextstat.engine import numba_core as core
 from nextstat.engine.fitter import resolve_fitter
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF
+from nextstat.model_params import (BUILDER_ORDER, HISTOSYS_CODES, MEASUREMENT_POI, NORMSYS_CODES, MeasurementPOI,
+                                   ParamSet, code4_coefficients, interpolation_codes, resolve_poi, shapesys_tau)
 from nextstat.workspace import sources
 from nextstat.errors import WorkspaceError
-
-# pyhf's builder order decides the order in which parameter sets are registered.
-_BUILDER_ORDER = ("histosys", "lumi", "normfactor", "normsys", "shapefactor", "shapesys", "staterror")
-_NORMSYS_CODES = {"code1": core.SC_CODE1, "code4": core.SC_CODE4}
-_HISTOSYS_CODES = {"code0": core.HS_CODE0, "code2": core.HS_CODE2, "code4p": core.HS_CODE4P}
-_DEFAULT_SETTINGS = {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code4p"}}
-# the codes of pyhf 0.7.6's appliers (normsys_combined, histosys_combined) when modifier_settings
-# does not set them: a given modifier_settings replaces _DEFAULT_SETTINGS as a whole
-_APPLIER_CODES = {"normsys": "code1", "histosys": "code0"}
-
-# Inverse of the boundary-condition matrix of the code4 polynomial (alpha0 = 1), as in pyhf
-# (src/pyhf/interpolators/code4.py) and ROOT's PiecewiseInterpolation.
-_CODE4_AINV = np.array([
-    [15.0 / 16, -15.0 / 16, -7.0 / 16, -7.0 / 16, 1.0 / 16, -1.0 / 16],
-    [3.0 / 2, 3.0 / 2, -9.0 / 16, 9.0 / 16, 1.0 / 16, 1.0 / 16],
-    [-5.0 / 8, 5.0 / 8, 5.0 / 8, 5.0 / 8, -1.0 / 8, 1.0 / 8],
-    [3.0 / -2, 3.0 / -2, -7.0 / -8, 7.0 / -8, -1.0 / 8, -1.0 / 8],
-    [3.0 / 16, -3.0 / 16, -3.0 / 16, -3.0 / 16, 1.0 / 16, -1.0 / 16],
-    [1.0 / 2, 1.0 / 2, -5.0 / 16, 5.0 / 16, 1.0 / 16, 1.0 / 16],
-])
-
-
-def code4_coefficients(hi: float, lo: float) -> np.ndarray:
-    """Polynomial coefficients a_1..a_6 of normsys code4 for factors ``hi``, ``lo`` (shape (6,)).
-
-    Not finite for factors near the float64 limit (``ln(hi)^2 hi`` overflows beyond ~1e302).
-    """
-    lh, ll = math.log(hi), math.log(lo)
-    b = np.array([hi - 1.0, lo - 1.0, lh * hi, -ll * lo, lh * lh * hi, ll * ll * lo])
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _CODE4_AINV @ b
-
-
-def _interpolation_codes(modifier_settings: Mapping | None) -> tuple[str, str]:
-    """The (normsys, histosys) interpolation codes of ``modifier_settings``, as pyhf 0.7.6 reads it.
-
-    ``None`` gives pyhf's defaults (normsys code4, histosys code4p). A given dict *replaces*
-    them (``pyhf.pdf._ModelConfig``): a type it leaves out gets its applier's default, normsys
-    code1 or histosys code0 (``{}`` gives both). Options go to pyhf's modifier appliers as
-    keyword arguments, so only ``interpcode``, of normsys and histosys, is an option; other
-    modifier types take an empty dict. pyhf accepts normsys code1 / code4 and histosys code0 /
-    code2 / code4p, all implemented here.
-
-    Raises:
-        ValueError: naming ``modifier_settings[...]``: a value that is not a dict, an unknown
-            modifier type (pyhf ignores those: a misspelt type would silently fall back to the
-            applier default), an unknown option or code.
-    """
-    if modifier_settings is None:
-        modifier_settings = _DEFAULT_SETTINGS
-    if not isinstance(modifier_settings, Mapping):
-        raise ValueError(f"modifier_settings: expected a dict such as {_DEFAULT_SETTINGS}, got {modifier_settings!r}")
-    codes = dict(_APPLIER_CODES)
-    for mtype, opts in modifier_settings.items():
-        where = f"modifier_settings[{mtype!r}]"
-        if mtype not in _BUILDER_ORDER:
-            raise ValueError(f"{where}: unknown modifier type; expected one of {list(_BUILDER_ORDER)}")
-        if not isinstance(opts, Mapping):
-            raise ValueError(f"{where}: expected a dict of options, e.g. {{'interpcode': 'code1'}}, got {opts!r}")
-        for key, code in opts.items():
-            valid = {"normsys": _NORMSYS_CODES, "histosys": _HISTOSYS_CODES}.get(mtype)
-            if valid is None or key != "interpcode":
-                takes = "no options" if valid is None else "only 'interpcode'"
-                raise ValueError(f"{where}[{key!r}]: unknown option; {mtype} takes {takes}")
-            if not isinstance(code, str) or code not in valid:
-                raise ValueError(f"{where}['interpcode']: expected one of {sorted(valid)}, got {code!r}")
-            codes[mtype] = code
-    return codes["normsys"], codes["histosys"]
-
-
-def _shapesys_tau(nominal: float, unc: float, path: str) -> float:
-    """The Poisson constraint scale ``tau = (nominal / unc)**2`` of a shapesys bin (nominal, unc > 0).
-
-    pyhf 0.7.6 computes ``nominal**2 / unc**2`` (``modifiers/shapesys.py``); so does this, bit
-    for bit with JSON's ints and floats. Where that raises or is not finite (a square overflows,
-    or ``unc**2`` underflows to 0) ``(nominal / unc)**2`` in float64 is used, and a ``tau``
-    beyond float64 is refused naming ``path``.
-    """
-    x = nominal if type(nominal) in (int, float) else float(nominal)
-    u = unc if type(unc) in (int, float) else float(unc)
-    try:
-        tau = x**2 / u**2
-        if math.isfinite(tau):
-            return tau
-    except (OverflowError, ZeroDivisionError):
-        pass
-    try:
-        tau = (float(x) / float(u)) ** 2  # inf where x / u overflows; float ** raises where the square does
-    except OverflowError:
-        tau = math.inf
-    if not math.isfinite(tau):
-        raise WorkspaceError(path, f"shapesys constraint tau = (nominal / uncertainty)^2 = ({float(x)!r} / {float(u)!r})^2 "
-                                   "overflows float64")
-    return tau
-
-
-class _MeasurementPOI:
-    """Default of ``poi_name``: the POI that the measurement names (``config.poi``)."""
-
-    def __repr__(self) -> str:
-        return "<the measurement's POI>"
-
-
-_MEASUREMENT_POI = _MeasurementPOI()
-
-
-@dataclass
-class _ParamSet:
-    name: str
-    kind: str  # "normal", "poisson" or "free"
-    n: int
-    inits: list[float]
-    bounds: list[tuple[float, float]]
-    fixed: list[bool]
-    auxdata: list[float] | None = None
-    sigmas: list[float] | None = None
-    factors: list[float] | None = None
-    types: tuple[str, ...] = ()
-
 
 class Model:
     """A compiled HistFactory model (create it with :func:`nextstat.from_pyhf`).
@@ -162,9 +44,9 @@ class Model:
     """
 
     def __init__(self, spec: dict, measurement: dict, modifier_settings: Mapping | None = None,
-                 poi_name: str | None | _MeasurementPOI = _MEASUREMENT_POI):
+                 poi_name: str | None | MeasurementPOI = MEASUREMENT_POI):
         threads.pin_scipy_blas()  # the kernels' BLAS policy, once per process
-        normsys_code, histosys_code = _interpolation_codes(modifier_settings)
+        normsys_code, histosys_code = interpolation_codes(modifier_settings)
         self.modifier_settings = {"normsys": {"interpcode": normsys_code}, "histosys": {"interpcode": histosys_code}}
 
         self.spec = spec
@@ -196,8 +78,8 @@ class Model:
         modifiers = sorted(mod_keys)
 
         # --- parameter sets, registered in pyhf's order --------------------------------------
-        per_type: dict[str, dict[str, _ParamSet]] = {t: {} for t in _BUILDER_ORDER}
-        for mtype in _BUILDER_ORDER:
+        per_type: dict[str, dict[str, ParamSet]] = {t: {} for t in BUILDER_ORDER}
+        for mtype in BUILDER_ORDER:
             if mtype == "staterror":
                 continue
             for c in self.channels:
@@ -212,8 +94,8 @@ class Model:
                         self._register(per_type[mtype], mtype, mod, path, c, sample)
         self._staterror_sets(per_type["staterror"], modifiers)
 
-        paramsets: dict[str, _ParamSet] = {}
-        for mtype in _BUILDER_ORDER:
+        paramsets: dict[str, ParamSet] = {}
+        for mtype in BUILDER_ORDER:
             for name, ps in per_type[mtype].items():
                 if name in paramsets:
                     paramsets[name] = self._merge(paramsets[name], ps)
@@ -241,7 +123,7 @@ class Model:
              for i, v in enumerate(type_inits[name])], dtype=np.float64), self._bounds[:, 0], self._bounds[:, 1])
         self.fixed_params = np.array([f for ps in paramsets.values() for f in ps.fixed], dtype=bool)
 
-        poi = _resolve_poi(paramsets, measurement, spec["measurements"].index(measurement), poi_name)
+        poi = resolve_poi(paramsets, measurement, spec["measurements"].index(measurement), poi_name)
         self.poi_name: str | None = poi
         self.poi_index: int | None = None if poi is None else self.par_slices[poi].start
 
@@ -260,21 +142,21 @@ class Model:
         name = mod["name"]
         n = self.channel_nbins[channel]
         if mtype in ("normsys", "histosys"):
-            ps = _ParamSet(name, "normal", 1, [0.0], [(-5.0, 5.0)], [False], [0.0], [1.0])
+            ps = ParamSet(name, "normal", 1, [0.0], [(-5.0, 5.0)], [False], [0.0], [1.0])
         elif mtype == "lumi":
-            ps = _ParamSet(name, "normal", 1, [None], [None], [False], [None], [None])
+            ps = ParamSet(name, "normal", 1, [None], [None], [False], [None], [None])
         elif mtype == "normfactor":
-            ps = _ParamSet(name, "free", 1, [1.0], [(0.0, 10.0)], [False])
+            ps = ParamSet(name, "free", 1, [1.0], [(0.0, 10.0)], [False])
         elif mtype == "shapefactor":
-            ps = _ParamSet(name, "free", n, [1.0] * n, [(0.0, 10.0)] * n, [False] * n)
+            ps = ParamSet(name, "free", n, [1.0] * n, [(0.0, 10.0)] * n, [False] * n)
         elif mtype == "shapesys":
             if name in table:
                 raise WorkspaceError(f"{path}.name", f"shapesys modifier {name!r} is defined on more than one sample; shapesys parameters cannot be shared")
             nom, unc = sample["data"], mod["data"]
             valid = [x > 0 and u > 0 for x, u in zip(nom, unc)]
-            tau = [_shapesys_tau(x, u, f"{path}.data[{j}]") if ok else 1.0
+            tau = [shapesys_tau(x, u, f"{path}.data[{j}]") if ok else 1.0
                    for j, (ok, x, u) in enumerate(zip(valid, nom, unc))]
-            ps = _ParamSet(name, "poisson", n, [1.0] * n, [(1e-10, 10.0)] * n, [not v for v in valid], tau, None, tau)
+            ps = ParamSet(name, "poisson", n, [1.0] * n, [(1e-10, 10.0)] * n, [not v for v in valid], tau, None, tau)
         else:  # pragma: no cover - staterror handled separately
             raise AssertionError(mtype)
         ps.types = (mtype,)
@@ -316,12 +198,12 @@ class Model:
             fixed = sig == 0
             sig[fixed] = 1.0
             n = int(mask.sum())
-            ps = _ParamSet(name, "normal", n, [1.0] * n, [(1e-10, 10.0)] * n, fixed.tolist(), [1.0] * n, sig.tolist())
+            ps = ParamSet(name, "normal", n, [1.0] * n, [(1e-10, 10.0)] * n, fixed.tolist(), [1.0] * n, sig.tolist())
             ps.types = ("staterror",)
             table[name] = ps
 
     @staticmethod
-    def _merge(a: _ParamSet, b: _ParamSet) -> _ParamSet:
+    def _merge(a: ParamSet, b: ParamSet) -> ParamSet:
         same = (a.kind, a.n, a.inits, a.bounds, a.auxdata, a.sigmas) == (b.kind, b.n, b.inits, b.bounds, b.auxdata, b.sigmas)
         if not same:
             raise WorkspaceError("channels", f"parameter {a.name!r} is used by modifiers of incompatible types ({a.types[0]} and {b.types[0]}); use distinct names")
@@ -415,10 +297,10 @@ class Model:
                         if normsys_code == "code4" and not np.all(np.isfinite(coef)):
                             raise WorkspaceError(f"{path}.data", f"normsys factors hi={hi!r}, lo={lo!r} are too large for "
                                                                  "the code4 interpolation (its coefficients overflow float64)")
-                        scalars.append((psl.start, _NORMSYS_CODES[normsys_code], math.log(hi), math.log(lo), coef))
+                        scalars.append((psl.start, NORMSYS_CODES[normsys_code], math.log(hi), math.log(lo), coef))
                     elif mtype == "histosys":
                         hs_par.append(psl.start)
-                        hs_code.append(_HISTOSYS_CODES[histosys_code])
+                        hs_code.append(HISTOSYS_CODES[histosys_code])
                         # delta arrays live in flat per-block-bin storage aligned with `nom`
                         hs_up.append(np.asarray(mod["data"]["hi_data"], float) - np.asarray(sample["data"], float))
                         hs_dn.append(np.asarray(sample["data"], float) - np.asarray(mod["data"]["lo_data"], float))
@@ -615,34 +497,8 @@ def require_model(model: Any) -> Model:
     return model
 
 
-def _resolve_poi(paramsets: Mapping[str, _ParamSet], measurement: dict, index: int,
-                 poi_name: str | None | _MeasurementPOI) -> str | None:
-    """The POI of the model: ``poi_name`` where given (None: no POI), else the measurement's
-    ``config.poi`` (pyhf 0.7.6's ``Workspace.model(poi_name=...)``). It must be a scalar parameter."""
-    where = f"measurements[{index}].config.poi"
-    hint = ("; for a background-only model pass poi_name=None (CLI: --poi none), or name another "
-            "parameter with poi_name= (CLI: --poi NAME)")
-    if poi_name is _MEASUREMENT_POI:
-        if "poi" not in measurement["config"]:
-            raise WorkspaceError(where, "required field is missing (the measurement names no POI)" + hint)
-        poi = measurement["config"]["poi"]
-    elif poi_name is None:
-        return None
-    elif isinstance(poi_name, str):
-        poi, where, hint = poi_name, "poi_name", "; pass poi_name=None for a model without a POI"
-    else:
-        raise TypeError(f"poi_name: expected a parameter name (str) or None, got {type(poi_name).__name__}")
-    if poi not in paramsets:
-        known = ", ".join(sorted(n for n, ps in paramsets.items() if ps.n == 1 and ps.kind == "free")[:10])
-        raise WorkspaceError(where, f"POI {poi!r} is not a parameter of the model (its free scalar parameters: "
-                                    f"{known or 'none'}){hint}")
-    if paramsets[poi].n != 1:
-        raise WorkspaceError(where, f"POI {poi!r} has {paramsets[poi].n} components; it must be a scalar")
-    return poi
-
-
 def from_pyhf(ws: Any, *, measurement: str | None = None,
-              poi_name: str | None | _MeasurementPOI = _MEASUREMENT_POI,
+              poi_name: str | None | MeasurementPOI = MEASUREMENT_POI,
               modifier_settings: Mapping | None = None, patches: Any = None,
               patch_name: str | Sequence | None = None, data: Any = None, validate: bool = True) -> Model:
     """Build a :class:`Model` from a pyhf JSON workspace.
@@ -685,7 +541,7 @@ def from_pyhf(ws: Any, *, measurement: str | None = None,
             raise ValueError("measurement: a pyhf.Model carries the configuration of one measurement; "
                              "give the pyhf.Workspace to choose another")
         spec, model_poi, model_settings = sources.pyhf_model_workspace(ws, data)
-        poi_name = model_poi if poi_name is _MEASUREMENT_POI else poi_name
+        poi_name = model_poi if poi_name is MEASUREMENT_POI else poi_name
         modifier_settings = model_settings if modifier_settings is None else modifier_settings
     elif data is not None:
         raise ValueError("data: only for a pyhf.Model (a workspace carries its observations); to fit other "

@@ -28,11 +28,14 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 from numba import njit
-from numba.core import caching, event
+from numba.core import caching, entrypoints, event
+from numba.core.compiler_lock import global_compiler_lock
 
 __all__ = ["kernel", "leaf", "cache_dir", "kernel_sources", "source_stamp", "KernelCacheLocator", "is_cached"]
 
@@ -42,13 +45,50 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: a module holding kernels imports this module's decorators
 _MARKER = re.compile(r"^from nextstat\.engine\.jit import [^\n]*\b(kernel|leaf)\b", re.M)
 
-kernel = njit(cache=True, nogil=True, error_model="numpy")
+@contextmanager
+def _extensions_deferred() -> Iterator[None]:
+    """Numba loads every installed ``numba_extensions`` entry point (awkward's: 0.2-0.3 s of
+    imports) before its first compile or cache load in a process. The engine's kernels use no
+    extension types, so their first call does not wait for that: the loading is left to the
+    next compile that is not ours (the flag is restored), so user code sees its extensions. The
+    window holds Numba's compiler lock, inside which every compile pipeline checks the flag again
+    (``targetctx.refresh()``): a compile in another thread sees the restored flag."""
+    if entrypoints._already_initialized:
+        yield
+        return
+    with global_compiler_lock:
+        entrypoints._already_initialized = True
+        try:
+            yield
+        finally:
+            entrypoints._already_initialized = False
+
+
+def _deferring(decorator):
+    """``decorator`` (an ``njit(...)``) whose dispatchers compile or load their code (the first
+    call of each signature: ``Dispatcher._compile_for_args``) under :func:`_extensions_deferred`;
+    the calls after it do not pass here."""
+    def decorate(py_func):
+        dispatcher = decorator(py_func)
+        first_call = dispatcher._compile_for_args
+
+        def compile_for_args(*args, **kws):
+            with _extensions_deferred():
+                return first_call(*args, **kws)
+
+        dispatcher._compile_for_args = compile_for_args
+        return dispatcher
+
+    return decorate
+
+
+kernel = _deferring(njit(cache=True, nogil=True, error_model="numpy"))
 """Decorator of an engine kernel: cached, releases the GIL, NumPy's error model (no exceptions
 on division by zero)."""
 
 # kernels that allocate nothing run without reference counting: with it, each call of a kernel
 # taking the model's ~25 arrays made ~60 atomic refcount updates, most of a small model's pass
-leaf = njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+leaf = _deferring(njit(cache=True, nogil=True, error_model="numpy", _nrt=False))
 """Decorator of a kernel that allocates nothing (no NRT reference counting)."""
 
 

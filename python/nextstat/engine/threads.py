@@ -49,7 +49,9 @@ def pin_scipy_blas() -> None:
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         return
     n = int(os.environ.get("NEXTSTAT_BLAS_THREADS", "1"))
-    import scipy.linalg  # noqa: F401 - loads SciPy's BLAS so that it can be found
+    from nextstat.engine.scipy_capi import load_scipy_blas
+
+    load_scipy_blas()  # SciPy's OpenBLAS, so that it can be found (without importing scipy.linalg)
 
     scipy_blas = [lib for lib in ThreadpoolController().lib_controllers
                   if "scipy" in os.path.basename(lib.filepath) and "64_" not in os.path.basename(lib.filepath)]

@@ -8,16 +8,16 @@ from __future__ import annotations
 import llvmlite.binding as llvm
 import numpy as np
 from numba import types
-from numba.extending import get_cython_function_address
 
 from nextstat.engine.jit import kernel
+from nextstat.engine.scipy_capi import address
 
 
 # scipy.special.gammaln, bound into compiled code by symbol name (so kernels stay cacheable):
 # the function pyhf uses, so that terms such as gammaln(1.9e11) in shapesys constraints of
 # published workspaces (about 5e12, where one ulp is 1e-3) round exactly as in pyhf.
 llvm.add_symbol("nextstat_scipy_gammaln",
-                get_cython_function_address("scipy.special.cython_special", "gammaln"))
+                address("scipy.special.cython_special", "gammaln"))
 _gammaln = types.ExternalFunction("nextstat_scipy_gammaln", types.float64(types.float64))
 
 
@@ -25,7 +25,7 @@ _gammaln = types.ExternalFunction("nextstat_scipy_gammaln", types.float64(types.
 # Fortran int32 arguments are passed by address (int64 values: the x86-64 / aarch64 ABIs pass
 # pointers and 64-bit integers alike).
 for _name in ("dpotrf", "dpotri"):
-    llvm.add_symbol(f"nextstat_{_name}", get_cython_function_address("scipy.linalg.cython_lapack", _name))
+    llvm.add_symbol(f"nextstat_{_name}", address("scipy.linalg.cython_lapack", _name))
 
 
 _I = types.intp
@@ -34,7 +34,7 @@ _dpotri = types.ExternalFunction("nextstat_dpotri", types.void(_I, _I, _I, _I, _
 
 
 # BLAS dsyrk (C := alpha A A^T + beta C, one triangle) for the Gauss-Newton Gram matrix
-llvm.add_symbol("nextstat_dsyrk", get_cython_function_address("scipy.linalg.cython_blas", "dsyrk"))
+llvm.add_symbol("nextstat_dsyrk", address("scipy.linalg.cython_blas", "dsyrk"))
 _dsyrk = types.ExternalFunction("nextstat_dsyrk", types.void(_I, _I, _I, _I, _I, _I, _I, _I, _I, _I))
 
 

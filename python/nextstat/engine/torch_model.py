@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from nextstat.engine import numba_core as core
+from nextstat.engine import torch_derivatives
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, named
 from nextstat.engine.overrides import NominalReplacement, nominal_replacement
 
@@ -538,27 +539,6 @@ class TorchModel:
         return self._main_nll(nu, data[:, :nb]) + self._constraint(theta, data[:, nb:])
 
     # ------------------------------------------------------------------ analytic derivatives
-    @staticmethod
-    def _excl(vals: torch.Tensor, pair: bool):
-        """Product over the last axis, and the products excluding one (and two) entries,
-        exact when entries vanish (count of zeros and product of the non-zero ones)."""
-        z = vals == 0
-        nz = z.sum(-1)
-        safe = torch.where(z, torch.ones_like(vals), vals)
-        pnz = safe.prod(-1)
-        zero = torch.zeros_like(pnz)
-        prod = torch.where(nz == 0, pnz, zero)
-        ex1 = torch.where(z, torch.where(nz == 1, pnz, zero).unsqueeze(-1),
-                          torch.where(nz == 0, pnz, zero).unsqueeze(-1) / safe)
-        ex2 = None
-        if pair:
-            rest = nz[..., None, None] - z[..., :, None].long() - z[..., None, :].long()
-            ex2 = torch.where(rest == 0, pnz[..., None, None] / (safe[..., :, None] * safe[..., None, :]),
-                              torch.zeros_like(pnz)[..., None, None])
-            k = vals.shape[-1]
-            ex2 = ex2 * (1 - torch.eye(k, device=vals.device, dtype=vals.dtype))  # k x k, tiny
-        return prod, ex1, ex2
-
     def nll_grad_hess(self, theta: torch.Tensor, data: torch.Tensor, nominal_overrides=None, *,
                       exact: bool = True, deviance: bool = False):
         """Analytic NLL ``[N]``, gradient ``[N, P]``, Gauss-Newton matrix and exact Hessian.
@@ -572,95 +552,4 @@ class TorchModel:
             with ``deviance=True`` the value is :meth:`nll_dev`'s. Rows with a non-finite NLL have
             meaningless derivatives.
         """
-        theta = self._theta(theta)
-        N = theta.shape[0]
-        data = self._data(data, N)
-        ov = self.overrides(nominal_overrides, N)
-        P, P1, nb = self.n_params, self.n_params + 1, self.n_bins
-        dev, dt = self.device, self.dtype
-        zcol = torch.zeros(N, 1, device=dev, dtype=dt)
-        ocol = torch.ones(N, 1, device=dev, dtype=dt)
-        phi, phi1, phi2 = self._scalar(theta[:, self._sc_par], True)
-        bt = self._blk_terms
-        P0 = torch.cat([phi, ocol], 1)[:, bt]  # [N, NB, Ks]
-        Pd1 = torch.cat([phi1, zcol], 1)[:, bt]
-        Pd2 = torch.cat([phi2, zcol], 1)[:, bt]
-        F, exF1, exF2 = self._excl(P0, exact)
-        base = ov.nom.expand(N, -1)
-        has_h = self._e_f.numel() > 0
-        if has_h:
-            d, d1, d2 = self._delta(theta[:, self._e_par], ov.up, ov.dn, True)
-            base = base.index_add(1, self._e_f, d)
-        Q0 = torch.cat([theta, ocol], 1)[:, self._pb_pad]  # [N, NF, Kq]
-        G, exG1, exG2 = self._excl(Q0, exact and self._kq > 1)
-        Ff = F[:, self._f_blk]
-        FG = Ff * G
-        rate = base * FG
-        nu = torch.zeros(N, nb, device=dev, dtype=dt).index_add(1, self._f_gb, rate)
-        n = data[:, :nb]
-        aux = data[:, nb:]
-        if deviance:
-            f = self._dev(nu, n).sum(-1) + self._constraint_dev(theta, aux)
-        else:
-            f = self._main_nll(nu, n) + self._constraint(theta, aux)
-
-        # Jacobian of the rates, [N, n_bins, P]
-        exP1 = exF1 * Pd1  # d F / d theta_k per block term
-        vals = [((base * G).unsqueeze(-1) * exP1[:, self._f_blk, :]).reshape(N, -1)]
-        if has_h:
-            vals.append(d1 * FG[:, self._e_f])
-        vals.append(((base * Ff).unsqueeze(-1) * exG1).reshape(N, -1))
-        Jf = torch.zeros(N, nb * P1, device=dev, dtype=dt).index_add(1, self._idx_j, torch.cat(vals, 1))
-        J = Jf.view(N, nb, P1)[:, :, :P]
-        safe_nu = torch.where(nu > 0, nu, torch.ones_like(nu))
-        r = 1.0 - n / safe_nu
-        w = n / (safe_nu * safe_nu)
-        g = (r.unsqueeze(1) @ J).squeeze(1)
-        Jw = J * w.sqrt().unsqueeze(-1)
-        Hgn = Jw.transpose(1, 2) @ Jw
-        # constraints: gradient and (diagonal) curvature
-        if self.n_aux:
-            x = theta[:, self._aux_par]
-            gs = self._aux_gauss
-            sig2 = self._aux_sigma * self._aux_sigma
-            xs = torch.where(gs, torch.ones_like(x), x)
-            tau = self._aux_tau.expand_as(x)
-            cg = torch.where(gs, (x - aux) / sig2, torch.where(aux == 0, tau, tau - aux / xs))
-            cc = torch.where(gs, (1.0 / sig2).expand_as(x), torch.where(aux == 0, torch.zeros_like(x), aux / (xs * xs)))
-            g = g.index_add(1, self._aux_par, cg)
-            dcon = torch.zeros(N, P, device=dev, dtype=dt).index_add(1, self._aux_par, cc)
-            Hgn = Hgn + torch.diag_embed(dcon)
-        if not exact:
-            return f, g, Hgn, None
-
-        # second-order term sum_b r_b d^2 nu_b, scattered into [N, (P+1)^2]
-        rf = r[:, self._f_gb]  # [N, NF]
-        NB = F.shape[1]
-        R1 = torch.zeros(N, NB, device=dev, dtype=dt).index_add(1, self._f_blk, rf * base * G)
-        diag = torch.diag_embed(R1.unsqueeze(-1) * exF1 * Pd2)
-        v_ss = R1[..., None, None] * exF2 * Pd1[..., :, None] * Pd1[..., None, :] + diag
-        parts = [v_ss.reshape(N, -1)]
-        if has_h:
-            eG = G[:, self._e_f]
-            re = rf[:, self._e_f]
-            nh = self._h_blk.shape[0]
-            S1 = torch.zeros(N, nh, device=dev, dtype=dt).index_add(1, self._e_term, re * d1 * eG)
-            S2 = torch.zeros(N, nh, device=dev, dtype=dt).index_add(1, self._e_term, re * d2 * eG)
-            v_hs = (S1.unsqueeze(-1) * exP1[:, self._h_blk, :]).reshape(N, -1)
-            parts += [v_hs, v_hs, S2 * F[:, self._h_blk]]
-        else:
-            parts += [theta.new_zeros(N, 0)] * 3
-        v_qs = ((rf * base)[..., None, None] * exG1[..., :, None] * exP1[:, self._f_blk, None, :]).reshape(N, -1)
-        parts += [v_qs, v_qs]
-        if has_h:
-            v_qh = ((rf[:, self._e_f] * d1 * Ff[:, self._e_f]).unsqueeze(-1) * exG1[:, self._e_f, :]).reshape(N, -1)
-            parts += [v_qh, v_qh]
-        else:
-            parts += [theta.new_zeros(N, 0)] * 2
-        if exG2 is not None:
-            parts.append(((rf * base * Ff)[..., None, None] * exG2).reshape(N, -1))
-        else:
-            parts.append(theta.new_zeros(N, self._idx_h2.numel() - sum(p.shape[1] for p in parts)))
-        H2 = torch.zeros(N, P1 * P1, device=dev, dtype=dt).index_add(1, self._idx_h2, torch.cat(parts, 1))
-        H = Hgn + H2.view(N, P1, P1)[:, :P, :P]
-        return f, g, Hgn, H
+        return torch_derivatives.nll_grad_hess(self, theta, data, nominal_overrides, exact=exact, deviance=deviance)

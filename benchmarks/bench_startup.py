@@ -11,6 +11,10 @@ exits, and "cold: compiled engine cached" is when it finished. "cold, compiled e
 is the first fit with ``NEXTSTAT_FITTER=compiled`` (compiling in the process, the time a first
 fit took before the torch fitter served first use).
 
+Python's own bytecode cache is on in the children (``PYTHONDONTWRITEBYTECODE`` removed from
+their environment), as on a user's machine: with it set (as on the development machines), every
+process compiles the package's modules from source again, about 0.1 s of each warm figure.
+
     python benchmarks/bench_startup.py --repeats 3 [--demo] [--no-cold]
 
 Writes ``benchmarks/results/startup.md`` and prints a JSON line last. The issue's targets
@@ -61,7 +65,7 @@ SNIPPETS = {
 
 
 def run_snippet(name: str, cache: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "NEXTSTAT_FITTER"}
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXTSTAT_FITTER", "PYTHONDONTWRITEBYTECODE")}
     env.update(NEXTSTAT_CACHE_DIR=str(cache), NEXTSTAT_QUIET_COMPILE="1", TQDM_DISABLE="1", **extra)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", SNIPPETS[name]], env=env, capture_output=True, text=True,
@@ -75,7 +79,7 @@ def run_snippet(name: str, cache: Path, **extra: str) -> dict:
 
 
 def run_demo(cache: Path, out_dir: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "NEXTSTAT_FITTER"}
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXTSTAT_FITTER", "PYTHONDONTWRITEBYTECODE")}
     env.update(NEXTSTAT_CACHE_DIR=str(cache), NEXTSTAT_QUIET_COMPILE="1", TQDM_DISABLE="1")
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "nextstat", "demo", "--out", str(out_dir), "--no-progress"],

@@ -171,8 +171,7 @@ def test_failed_conditional_fits_are_flagged(monkeypatch):
     real = minos_mod._Profile._fit
 
     def failing(self, start, x):
-        out = real(self, start, x)
-        return (*out[:3], core.FIT_MAXITER, *out[4:])
+        return real(self, start, x)._replace(status=core.FIT_MAXITER)
 
     monkeypatch.setattr(minos_mod._Profile, "_fit", failing)
     model = nextstat.from_pyhf(EXAMPLE)

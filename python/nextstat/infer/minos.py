@@ -28,7 +28,7 @@ import numpy as np
 from nextstat._html import html_summary, html_table
 from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
-from nextstat.engine.fitter import resolve_fitter
+from nextstat.engine.fitter import DevFit, resolve_fitter
 from nextstat.infer.fit import _bounds, better, fit, kink_fit, retry_starts
 from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
@@ -160,42 +160,47 @@ class _Profile:
         self.lo, self.hi, self.maxiter, self.tol = lo, hi, maxiter, tol
         self.fixed = fixed.copy()
         self.fixed[i] = True
+        self.fitter = resolve_fitter("compiled")
         self.dev_min = dev_min
         self.points: list[tuple[float, np.ndarray]] = [(float(theta_hat[i]), theta_hat)]
         self.n_fits = 0
         self.failed = 0
         self.lowest: tuple[float, np.ndarray] | None = None  # a conditional fit below the free one
 
-    def _fit(self, start_from: np.ndarray, x: float) -> tuple:
-        m = self.model
-        out = core.fit_dev_conditional(start_from, x, self.data, self.lo, self.hi, self.fixed, self.i, *m.packed,
-                                       self.maxiter, self.tol)
-        if out[3] == core.FIT_CONVERGED:
+    def _fit(self, start_from: np.ndarray, x: float) -> DevFit:
+        """The fit at parameter ``i`` = ``x`` (held there), started on the tangent of the profile
+        at ``start_from``; where it ends unconverged, the retries of :func:`fit` (plain starts,
+        then the kink fit) and the best of them (:func:`better`)."""
+        m, fitter = self.model, self.fitter
+        out = DevFit._make(core.fit_dev_conditional(start_from, x, self.data, self.lo, self.hi, self.fixed, self.i,
+                                                    *m.packed, self.maxiter, self.tol))
+        if out.converged:
             return out
         plain = start_from.copy()
         plain[self.i] = x
         for start in [plain, *retry_starts(m, plain, self.fixed, self.lo, self.hi)]:
-            alt = core.fit_dev(start, self.data, self.lo, self.hi, self.fixed, *m.packed, self.maxiter, self.tol)
-            if better(alt[3], alt[2], out[3], out[2]):
+            alt = fitter.fit_dev(m, start, self.data, self.lo, self.hi, self.fixed, self.maxiter, self.tol)
+            if better(alt.status, alt.nll_dev, out.status, out.nll_dev):
                 out = alt
-            if out[3] == core.FIT_CONVERGED:
+            if out.converged:
                 return out
 
         def run(s: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
-            r = core.fit_dev(s, self.data, blo, bhi, fx, *m.packed, self.maxiter, self.tol)
-            return r[0], r[3], r
+            r = fitter.fit_dev(m, s, self.data, blo, bhi, fx, self.maxiter, self.tol)
+            return r.bestfit, r.status, r
 
-        kinked = kink_fit(m, self.data, out[0], self.fixed, self.lo, self.hi, run, resolve_fitter("compiled"))
-        if kinked is not None and better(kinked[1], kinked[2][2], out[3], out[2]):
+        kinked = kink_fit(m, self.data, out.bestfit, self.fixed, self.lo, self.hi, run, fitter)
+        if kinked is not None and better(kinked[1], kinked[2].nll_dev, out.status, out.nll_dev):
             out = kinked[2]
         return out
 
     def __call__(self, x: float) -> float:
         """``2 (NLL(x) - NLL_min) - 1`` (negative inside the interval)."""
         near = min(self.points, key=lambda p: abs(p[0] - x))[1]
-        theta, _, dev, status, _, _ = self._fit(near, x)
+        fitted = self._fit(near, x)
+        theta, dev = fitted.bestfit, fitted.nll_dev
         self.n_fits += 1
-        if status != core.FIT_CONVERGED:
+        if not fitted.converged:
             self.failed += 1
         else:
             self.points.append((x, theta))

@@ -30,10 +30,10 @@ from nextstat.engine import numba_core as core
 from nextstat.engine.jit import kernel
 from nextstat.engine.layout import (AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU, BLK_B0, BLK_NB, BLK_OFF, HS_DN,
     HS_DOFF, HS_PTR, HS_UP, NOM, N_BINS, flat_layout, with_nominal)
+from nextstat.engine.statistic_rules import STAT_Q0, STAT_QMU, keeps  # noqa: F401 - STAT_Q0: ovr.STAT_Q0
 
 
-#: statistic codes of :func:`profiled_statistic`
-STAT_Q0, STAT_QMU = 0, 1
+#: statistic codes of :func:`profiled_statistic`: STAT_Q0, STAT_QMU (nextstat.engine.statistic_rules)
 #: fit status returned by :func:`profiled_statistic` for a histogram with NaN or inf entries
 STATUS_NONFINITE_INPUT = -1
 
@@ -150,9 +150,9 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
     ``theta_asimov`` for nominal ``h``. Fits: free (from ``init_free``) and conditional at
     POI = ``mu_test`` (from ``init_cond``), both with :func:`core.newton_fit`. With
     ``t = 2 (NLL(mu_test, theta_hat_hat) - NLL(mu_hat, theta_hat))`` (differenced term by term:
-    the lgamma terms cancel; constraints via :func:`constraint_dev`) the statistic is ``q0 = t`` if mu_hat > 0
-    (``stat == STAT_Q0``), ``q_mu = t`` if mu_hat <= mu_test (``STAT_QMU``), else 0; negative
-    ``t`` (rounding) gives 0.
+    the lgamma terms cancel; constraints via :func:`constraint_dev`) the statistic is ``t`` where
+    :func:`~nextstat.engine.statistic_rules.keeps` says so (``q0``: mu_hat > 0, ``q_mu``:
+    mu_hat <= mu_test), else 0; negative ``t`` (rounding) gives 0.
 
     Gradient (envelope theorem: the NLL is stationary in the free parameters at both optima):
     rates are linear in ``h`` with coefficients ``k_j = d nu / d h`` at each fixed point, so
@@ -194,7 +194,7 @@ def profiled_statistic(h, rep_flat, rep_gb, hs_pos, hs_rix, unit_up, unit_dn, A,
             t -= main[b] * lr[b]
     t = 2.0 * (t + core.constraint_dev(tc, aux_data, AUX) - core.constraint_dev(tf, aux_data, AUX))
     mu_hat = tf[poi]
-    keep = mu_hat > 0.0 if stat == STAT_Q0 else mu_hat <= mu_test
+    keep = keeps(stat, mu_hat, mu_test)
     if not keep or not t > 0.0:
         return 0.0, grad, tf, tc, sf, sc, itf, itc
     k1 = _rep_coefficients(tf, A_unit, rep_flat)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
+from nextstat.engine.statistic_rules import STAT_Q0, STAT_QMU, keeps
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer import test_statistics as ts
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
@@ -246,9 +247,9 @@ def _binomial_error(p: float, n: int) -> float:
 def _needs_conditional(test_stat: str, mu: float, mu_hat: np.ndarray) -> np.ndarray:
     """Toys whose statistic depends on the conditional fit (the others are 0 by definition)."""
     if test_stat in ("q", "qtilde"):
-        return ~(mu_hat > mu)  # q_mu = 0 for mu_hat > mu (arXiv:1007.1727 eq. 14)
+        return keeps(STAT_QMU, mu_hat, mu)  # q_mu = 0 for mu_hat > mu (arXiv:1007.1727 eq. 14)
     if test_stat == "q0":
-        return ~(mu_hat < 0)  # q_0 = 0 for mu_hat < 0 (eq. 12)
+        return keeps(STAT_Q0, mu_hat, 0.0)  # q_0 = 0 for mu_hat <= 0 (eq. 12)
     return np.ones(mu_hat.shape, dtype=bool)
 
 
@@ -467,7 +468,7 @@ def hypotest_toys(model: Model, mu: float = 1.0, *, n_toys: int = 1000, n_toys_s
 
     Toy fits start from the generating parameters (free fit) and from the free fit with the POI
     at ``mu`` (conditional fit); where the free fit gives ``mu_hat > mu`` (q, qtilde) or
-    ``mu_hat < 0`` (q0) the statistic is 0 and the conditional fit is skipped.
+    ``mu_hat <= 0`` (q0) the statistic is 0 and the conditional fit is skipped.
 
     Args:
         model: compiled model. mu: tested POI value.

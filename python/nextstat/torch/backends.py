@@ -21,6 +21,7 @@ import torch
 
 from nextstat.engine import numba_core as core
 from nextstat.engine import overrides as ovr
+from nextstat.engine.statistic_rules import keeps
 from nextstat.engine.torch_fit import batched_fit
 from nextstat.torch.function import _observed_cls
 from nextstat.torch.inputs import layout_arrays
@@ -223,8 +224,7 @@ def torch_statistic(session, samples, h, stat, mu_test):
     t = (nu2 - nu1 - torch.where(pos, main * lr, torch.zeros_like(lr))).sum(1)
     t = 2.0 * (t + tm.constraint_dev(tc) - tm.constraint_dev(tf))
     mu_hat = tf[:, poi]
-    keep = (mu_hat > 0) if stat == ovr.STAT_Q0 else (mu_hat <= mu_test)
-    keep = keep & (t > 0)
+    keep = keeps(stat, mu_hat, mu_test) & (t > 0)
     q = torch.where(keep, t, torch.zeros_like(t))
     gb = d["rep_gb"]
     n_r, nu1_r, nu2_r = main[:, gb], nu1[:, gb], nu2[:, gb]
@@ -316,7 +316,7 @@ def template_statistic(session, layout, h, stat, mu_test, backend):
         main_g = tm.rates(theta_a.expand(B, P), ovg) if expected else main
         t = t_stat(tm, tc, tf, main_g, aux, ovg)
         mu_hat = tf[:, poi]
-        keep = ((mu_hat > 0) if stat == ovr.STAT_Q0 else (mu_hat <= mu_test)) & (t > 0)
+        keep = keeps(stat, mu_hat, mu_test) & (t > 0)
         q = torch.where(keep, t, torch.zeros_like(t))
         (grad,) = torch.autograd.grad(q.sum(), hg, allow_unused=True)
     if grad is None:

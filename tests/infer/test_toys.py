@@ -205,11 +205,6 @@ def test_cuda_fits_same_toys(all_mods):  # pragma: no cover - no GPU in CI
 def test_devices_and_arguments(simple):
     pars = simple.suggested_init()
     assert fit_toys(simple, pars, n_toys=2, device="auto", progress=False).device in ("cpu", "cuda", "cuda:0")
-    import torch
-
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            fit_toys(simple, pars, n_toys=2, device="cuda", progress=False)
     with pytest.raises(ValueError, match="device"):
         fit_toys(simple, pars, n_toys=2, device="tpu", progress=False)
     for bad in (-1, 1.5, True):
@@ -389,3 +384,24 @@ def test_hypotest_forwards_to_toys_and_options(simple):
     assert (a.cls, a.clsb, a.clb, a.q_obs) == (b.cls, b.clsb, b.clb, b.q_obs)
     assert b.cls_expected is None and a.cls_expected.shape == (5,)
     assert "calculator='toybased'" in repr(a)
+
+
+@pytest.mark.parametrize("device, match", [("tpu", "device: expected"), ("mps", "device: expected"),
+                                           (3, "device: expected"), ("cuda:x", "device: expected")])
+def test_unknown_devices_are_refused_by_name(simple, device, match):
+    with pytest.raises(ValueError, match=match):
+        fit_toys(simple, simple.suggested_init(), n_toys=2, device=device, progress=False)
+
+
+def test_device_resolution_is_the_sessions():
+    import torch
+
+    from nextstat.engine.devices import resolve_device
+    from nextstat.infer.toy_fitters import _resolve_device
+
+    assert _resolve_device("cpu") == resolve_device(torch.device("cpu")) == "cpu"
+    assert _resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        for resolve in (_resolve_device, resolve_device):
+            with pytest.raises(ValueError, match="CUDA is not available"):
+                resolve("cuda")

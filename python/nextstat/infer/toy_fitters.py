@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from nextstat.engine.threads import single_threaded_blas, usable_cpus
 from nextstat.engine import numba_core as core
+from nextstat.engine.devices import resolve_device
 from nextstat.infer.fit import fit
 from nextstat.infer.toy_sampler import _n_toys
 from nextstat.model import Model
@@ -213,23 +214,8 @@ class _TorchFitter:
 
 
 def _resolve_device(device: Any) -> str:
-    name = str(device)
-    if name == "auto":
-        try:
-            import torch
-        except ImportError:  # pragma: no cover
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    if name.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device={name!r}: CUDA is not available (torch {torch.__version__}, "
-                               f"torch.cuda.is_available() is False); use device='cpu' or 'auto'")
-        return name
-    raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    """``"cpu"`` or ``"cuda:N"`` (:func:`nextstat.engine.devices.resolve_device`)."""
+    return resolve_device(device, kinds=("cpu", "cuda"))
 
 
 def _fitter(model: Model, bounds: np.ndarray, device: str, n_threads: int | None,

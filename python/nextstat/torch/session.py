@@ -18,6 +18,7 @@ import torch
 
 from nextstat.engine import numba_core as core
 from nextstat.engine import overrides as ovr
+from nextstat.engine.devices import resolve_device
 from nextstat.engine.fitter import compiled_ready
 from nextstat.engine.torch_model import NominalOverrides, TorchModel
 from nextstat.torch import backends
@@ -31,36 +32,6 @@ _BACKENDS = ("auto", "numba", "torch")
 #: the observed CLs (q~_mu on observed data, with its Asimov data) and the POI variance
 STAT_CLS_OBS = 2
 STAT_VARIANCE = 3
-
-
-def _resolve_device(device: Any) -> torch.device:
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        name = device.lower()
-        if name == "auto":
-            dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        elif name in ("metal", "mps"):
-            dev = torch.device("mps")
-        else:
-            try:
-                dev = torch.device(name)
-            except RuntimeError as err:
-                raise ValueError(f'device: expected "auto", "cpu", "cuda", "metal" or "mps", got {device!r}') from err
-    else:
-        raise ValueError(f'device: expected "auto", "cpu", "cuda", "metal", "mps" or a torch.device, got {device!r}')
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError('device: "cuda" requested but torch.cuda.is_available() is False')
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError('device: "metal"/"mps" requested but torch.backends.mps.is_available() is False')
-    elif dev.type != "cpu":
-        raise ValueError(f'device: expected a CPU, CUDA or MPS device, got {dev}')
-    return dev
-
 
 
 class ProfiledSession:
@@ -106,7 +77,7 @@ class ProfiledSession:
             raise ValueError(f"fit_backend: expected one of {_BACKENDS}, got {fit_backend!r}")
         if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
             raise ValueError(f"maxiter: expected an integer >= 1, got {maxiter!r}")
-        self.device = _resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         if fit_backend == "numba" and self.device.type != "cpu":
             raise ValueError(f'fit_backend: "numba" runs on the CPU only, but device is {self.device}')
         self.dtype = torch.float32 if self.device.type == "mps" else torch.float64

@@ -15,7 +15,7 @@ Python's own bytecode cache is on in the children (``PYTHONDONTWRITEBYTECODE`` r
 their environment), as on a user's machine: with it set (as on the development machines), every
 process compiles the package's modules from source again, about 0.1 s of each warm figure.
 
-    python benchmarks/bench_startup.py --repeats 3 [--demo] [--no-cold]
+    python benchmarks/bench_startup.py --repeats 3 [--demo] [--no-cold] [--baseline ../base] [--output F]
 
 Writes ``benchmarks/results/startup.md`` and prints a JSON line last. The issue's targets
 (2-core machine): cold first fit <= 10 s, fit + hypotest + loss step <= 30 s, demo <= 90 s; warm
@@ -51,7 +51,7 @@ _END = "t1 = time.perf_counter()\n"
 SNIPPETS = {
     "import": _START + _END + 'print(json.dumps({"seconds": t1 - t0}))\n',
     "import+fit": _START + _MODEL + "r = nextstat.fit(m)\n" + _END
-    + 'assert r.converged and math.isfinite(r.mu), r\nprint(json.dumps({"seconds": t1 - t0}))\n',
+    + 'assert r.converged and math.isfinite(r.mu), r\nprint(json.dumps({"seconds": t1 - t0, "mu": r.mu}))\n',
     "fit+hypotest+loss": _START + _MODEL + "r = nextstat.fit(m)\nt_fit = time.perf_counter()\n"
     + "h = nextstat.hypotest(m, 1.0)\nt_hyp = time.perf_counter()\n" + _LOSS + _END
     + "assert r.converged and 0.0 <= h.cls <= 1.0\n"
@@ -64,9 +64,13 @@ SNIPPETS = {
 }
 
 
-def run_snippet(name: str, cache: Path, **extra: str) -> dict:
+def run_snippet(name: str, cache: Path, source: Path | None = None, **extra: str) -> dict:
+    """Run snippet ``name`` in a fresh process with the compiled cache ``cache``, importing
+    nextstat from ``source`` (a checkout's ``python/`` folder) where given."""
     env = {k: v for k, v in os.environ.items() if k not in ("NEXTSTAT_FITTER", "PYTHONDONTWRITEBYTECODE")}
     env.update(NEXTSTAT_CACHE_DIR=str(cache), NEXTSTAT_QUIET_COMPILE="1", TQDM_DISABLE="1", **extra)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), *filter(None, [env.get("PYTHONPATH")])])
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", SNIPPETS[name]], env=env, capture_output=True, text=True,
                          timeout=1800)
@@ -96,7 +100,14 @@ def main() -> None:
     ap.add_argument("--no-cold", action="store_true", help="skip the cold (empty cache) runs")
     ap.add_argument("--no-compiled-cold", action="store_true",
                     help="skip the cold first fit on the compiled engine only (~40 s per repeat)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of another revision (`git worktree add ../base REV`): its warm figures are "
+                         "measured in the same run, interleaved with ours, and the ratios reported")
+    ap.add_argument("--output", type=Path, default=RESULTS_DIR / "startup.md")
     args = ap.parse_args()
+    base_source = None if args.baseline is None else args.baseline.resolve() / "python"
+    if base_source is not None and not (base_source / "nextstat" / "__init__.py").is_file():
+        raise SystemExit(f"--baseline: no python/nextstat in {args.baseline}")
 
     rows: dict[str, list[float]] = {}
 
@@ -105,7 +116,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="nextstat-bench-startup-") as tmp:
         for rep in range(args.repeats):
-            cache = Path(tmp) / f"cache{rep}"
+            cache = Path(tmp) / f"cache{0 if args.no_cold else rep}"  # warm only: one cache, filled once
             if not args.no_cold:
                 cold = run_snippet("fit+hypotest+loss", cache)
                 add("cold: first fit (s)", cold["fit"])
@@ -114,11 +125,20 @@ def main() -> None:
                 if not args.no_compiled_cold:
                     add("cold, compiled engine only: import + first fit (s)",
                         run_snippet("import+fit", Path(tmp) / f"compiled{rep}", NEXTSTAT_FITTER="compiled")["seconds"])
-            else:
+            elif rep == 0:
                 run_snippet("fit+hypotest+loss", cache)  # fills the cache
-            add("warm: import nextstat (s)", run_snippet("import", cache)["seconds"])
-            add("warm: import + first fit (s)", run_snippet("import+fit", cache)["seconds"])
-            add("warm: import + first loss step (s)", run_snippet("import+loss", cache)["seconds"])
+            base_cache = Path(tmp) / "base"
+            if base_source is not None and rep == 0:
+                run_snippet("fit+hypotest+loss", base_cache, base_source)  # fills the baseline's cache
+            for key, name in (("warm: import nextstat (s)", "import"), ("warm: import + first fit (s)", "import+fit"),
+                              ("warm: import + first loss step (s)", "import+loss")):
+                ours = run_snippet(name, cache)
+                add(key, ours["seconds"])
+                if base_source is not None:
+                    base = run_snippet(name, base_cache, base_source)
+                    if ours.get("mu") != base.get("mu"):  # the same numbers, or no timing
+                        raise SystemExit(f"{name}: mu {ours.get('mu')!r} here, {base.get('mu')!r} in the baseline")
+                    add("baseline " + key, base["seconds"])
             if args.demo:
                 if not args.no_cold:
                     add("cold: nextstat demo (s)", run_demo(Path(tmp) / f"democache{rep}", Path(tmp) / f"d{rep}"))
@@ -129,12 +149,18 @@ def main() -> None:
                "warm: import + first loss step (s)": 1.5}
     table = [[k, f"{statistics.median(v):.2f}", ", ".join(f"{x:.2f}" for x in v), targets.get(k, "")]
              for k, v in rows.items()]
+    header = ["figure", "median", "runs", "target"]
+    if base_source is not None:
+        header.append("ours / baseline")
+        for row in table:
+            base = rows.get("baseline " + row[0])
+            row.append(f"{statistics.median(rows[row[0]]) / statistics.median(base):.2f}" if base else "")
     info = machine_info()
-    text = ("# Startup (fresh processes)\n\n`python benchmarks/bench_startup.py --repeats "
-            f"{args.repeats}{' --demo' if args.demo else ''}`\n\nMachine: {info}\n\n"
-            + markdown_table(["figure", "median", "runs", "target"], table) + "\n")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "startup.md").write_text(text)
+    command = " ".join(["python benchmarks/bench_startup.py", *sys.argv[1:]])
+    text = (f"# Startup (fresh processes)\n\n`{command}`\n\nMachine: {info}\n\n"
+            + markdown_table(header, table) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
     print(text)
     print(json.dumps({k: statistics.median(v) for k, v in rows.items()}))
 

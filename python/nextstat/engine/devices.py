@@ -20,7 +20,7 @@ __all__ = ["resolve_device"]
 _KINDS = ("cpu", "cuda", "mps")
 
 
-def resolve_device(device: Any, *, kinds: tuple[str, ...] = _KINDS, where: str = "device") -> str:
+def resolve_device(device: Any, *, kinds: tuple[str, ...] = _KINDS) -> str:
     """The canonical name (``"cpu"``, ``"cuda:N"`` or ``"mps"``) of the device that ``device``
     names: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"metal"``, ``"mps"`` or a
     ``torch.device``; ``kinds`` are the device types the caller runs on (module doc)."""
@@ -34,7 +34,7 @@ def resolve_device(device: Any, *, kinds: tuple[str, ...] = _KINDS, where: str =
     elif type(device).__name__ == "device" and type(device).__module__ == "torch":
         name = str(device)
     else:
-        raise ValueError(f"{where}: expected {expected} or a torch.device, got {device!r}")
+        raise ValueError(f"device: expected {expected} or a torch.device, got {device!r}")
     import torch
 
     if name == "auto":
@@ -42,17 +42,17 @@ def resolve_device(device: Any, *, kinds: tuple[str, ...] = _KINDS, where: str =
     try:
         dev = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"{where}: expected {expected}, got {device!r}") from err
+        raise ValueError(f"device: expected {expected}, got {device!r}") from err
     if dev.type not in kinds:
-        raise ValueError(f"{where}: expected {expected}, got {device!r}")
+        raise ValueError(f"device: expected {expected}, got {device!r}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{where}: {device!r} requested but CUDA is not available (torch {torch.__version__}, "
+            raise ValueError(f"device: {device!r} requested but CUDA is not available (torch {torch.__version__}, "
                              "torch.cuda.is_available() is False); use 'cpu' or 'auto'")
         index = torch.cuda.current_device() if dev.index is None else dev.index
         if not 0 <= index < torch.cuda.device_count():
-            raise ValueError(f"{where}: {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+            raise ValueError(f"device: {device!r}: there are {torch.cuda.device_count()} CUDA devices")
         return f"cuda:{index}"
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"{where}: {device!r} requested but torch.backends.mps.is_available() is False")
+        raise ValueError(f"device: {device!r} requested but torch.backends.mps.is_available() is False")
     return dev.type

@@ -455,10 +455,21 @@ class Model:
         main = self.expected_main(pars)
         return np.concatenate([main, self.expected_auxdata(pars)]) if include_auxdata else main
 
+    def expected_blocks(self, pars: Any) -> np.ndarray:
+        """Expected yields of every (channel, sample) block's bins, flat in the model's block order
+        (``block_channel``, ``block_sample``), shape (n_block_bins,)."""
+        return core.expected_blocks(self._pars(pars), self.arrays)
+
+    def rates_jacobian(self, pars: Any, *, per_block: bool = False) -> np.ndarray:
+        """Jacobian of the expected main rates in the parameters, shape (n_bins, n_params); with
+        ``per_block``, of the flat block yields (:meth:`expected_blocks`), shape
+        (n_block_bins, n_params). Analytic (the engine's model pass)."""
+        A = layout.flat_layout(self.arrays) if per_block else self.arrays
+        return core.rates_jacobian(self._pars(pars), A)[1]
+
     def expected_by_sample(self, pars: Any) -> dict[str, np.ndarray]:
         """Expected main-bin yields per sample, each of shape (n_bins,) (zero where undefined)."""
-        p = self._pars(pars)
-        per_block = core.expected_blocks(p, self.arrays)
+        per_block = self.expected_blocks(pars)
         out = {s: np.zeros(self.n_bins) for s in self.samples}
         blk_b0, blk_nb, blk_off = self.arrays[BLK_B0], self.arrays[BLK_NB], self.arrays[BLK_OFF]
         for i, s in enumerate(self.block_sample):

@@ -73,3 +73,32 @@ def test_child_still_running_at_the_end_of_the_block_is_stopped(tmp_path: Path):
 def test_unknown_part_is_refused():
     with pytest.raises(ValueError, match="parts: unknown"):
         BackgroundWarmup(["fits"])
+
+
+WARMUP_ALONE = """import json, os
+import nextstat.engine.fitter as fitter
+import nextstat.engine.jit as jit
+import nextstat.engine.warmup as warmup
+jit.is_cached = lambda dispatcher: False  # as on a first use: nothing is in the compiled cache
+started = []
+class Job:
+    def running(self):
+        return False
+fitter.background_compile = lambda *a, **k: started.append(a) or Job()
+warmup._steps = lambda model: {"fit": lambda: None}  # the model's construction alone
+steps = warmup.warmup(["fit"], progress=False)
+print(json.dumps({"started": len(started), "parts": [s.part for s in steps],
+                  "env": os.environ.get("NEXTSTAT_FITTER")}))
+"""
+
+
+def test_warmup_starts_no_background_compilation_of_its_own():
+    """``nextstat warmup`` compiles in its own process: building its example model (which
+    computes rates) must not start the first-use background compilation too (it did: two
+    processes then compiled the same kernels on the same cores)."""
+    env = dict(os.environ, NEXTSTAT_QUIET_COMPILE="1", TQDM_DISABLE="1")
+    env.pop("NEXTSTAT_FITTER", None)
+    out = subprocess.run([sys.executable, "-c", WARMUP_ALONE], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res == {"started": 0, "parts": ["fit"], "env": None}

@@ -11,7 +11,7 @@ import numpy as np
 from nextstat.engine.compiled.codes import (FIT_CONVERGED, FIT_LINESEARCH, FIT_MAXITER, FIT_NONFINITE,
                                             FIT_NONFINITE_RESULT)
 
-__all__ = ["FitStatus", "FitOutput", "DevFit", "AsymptoticFits", "DEFAULT_MAXITER", "DEFAULT_TOL",
+__all__ = ["FitStatus", "FitOutput", "DevFit", "NewtonFit", "AsymptoticFits", "Refits", "DEFAULT_MAXITER", "DEFAULT_TOL",
            "errors_and_correlation", "STATUS_MESSAGES"]
 
 #: Newton iteration limit of every fit (``fit``, hypothesis tests, scans, limits)
@@ -86,6 +86,30 @@ class DevFit(NamedTuple):
     @property
     def converged(self) -> bool:
         return self.status == FIT_CONVERGED
+
+
+class NewtonFit(NamedTuple):
+    """A bounded Newton fit on a model's arrays, without Hesse (:meth:`Fitter.newton`; the
+    compiled ``newton_fit``'s order): ``theta`` (P,), ``nll`` (pyhf's form), ``gradient`` (P,),
+    ``n_iter``, ``status`` (:class:`FitStatus` code), ``edm``."""
+
+    theta: np.ndarray
+    nll: float
+    gradient: np.ndarray
+    n_iter: int
+    status: int
+    edm: float
+
+
+class Refits(NamedTuple):
+    """The ranking's refits (:meth:`Fitter.refits`), K of them: ``theta`` (K, P); ``status`` (K,)
+    :class:`FitStatus` codes; ``n_iter`` (K,); ``newton`` (K,) whether the refit needed the full
+    Newton fit (the chord iterations did not converge)."""
+
+    theta: np.ndarray
+    status: np.ndarray
+    n_iter: np.ndarray
+    newton: np.ndarray
 
 
 class AsymptoticFits(NamedTuple):

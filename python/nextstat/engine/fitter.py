@@ -29,9 +29,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from nextstat.engine.fit_outputs import (DEFAULT_MAXITER, DEFAULT_TOL, AsymptoticFits, DevFit, FitOutput, FitStatus,
-                                         errors_and_correlation)
+                                         NewtonFit, Refits, errors_and_correlation)
 
-__all__ = ["FitStatus", "FitOutput", "DevFit", "AsymptoticFits", "Fitter", "CompiledFitter", "FirstUseFitter",
+__all__ = ["FitStatus", "FitOutput", "DevFit", "NewtonFit", "AsymptoticFits", "Refits", "Fitter", "CompiledFitter", "FirstUseFitter",
            "DEFAULT_MAXITER", "DEFAULT_TOL", "FITTERS", "resolve_fitter", "compiled_ready",
            "background_compile", "background_job", "errors_and_correlation"]
 
@@ -56,9 +56,29 @@ class Fitter(Protocol):
                 fixed: np.ndarray, maxiter: int, tol: float) -> DevFit:
         """Fit without Hesse, also returning the deviance form of the NLL."""
 
+    def newton(self, model: Any, start: np.ndarray, data: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+               fixed: np.ndarray, maxiter: int, tol: float, precise: bool = False) -> NewtonFit:
+        """Fit without Hesse on ``model.arrays`` and ``model.aux_arrays`` (any object with the two:
+        the torch session's fits of replaced histograms pass a
+        :class:`~nextstat.engine.layout.ModelArrays`), ending with the gradient. ``precise``: the
+        compiled fit does not stop on the cheaper Gauss-Newton EDM once it takes exact-Hessian
+        steps (parameters ~tol rather than ~sqrt(tol) from the optimum: for gradients through the
+        optimum). The compiled engine releases the GIL (toys run it in threads)."""
+
+    def refits(self, model: Any, theta_hat: np.ndarray, cov: np.ndarray, data: np.ndarray, lo: np.ndarray,
+               hi: np.ndarray, fixed: np.ndarray, pars: np.ndarray, values: np.ndarray, maxiter: int, tol: float,
+               chord_max: int) -> Refits:
+        """The ranking's refits: for each k, the fit with parameter ``pars[k]`` held at ``values[k]``,
+        started on the linear response of the nominal fit ``theta_hat`` (covariance ``cov``), at
+        most ``chord_max`` steps with its fixed Hessian, then the full Newton fit
+        (:mod:`nextstat.engine.compiled.refit`)."""
+
     def fit_conditional(self, model: Any, theta_hat: np.ndarray, mu: float, data: np.ndarray, lo: np.ndarray,
-                        hi: np.ndarray, fixed_poi: np.ndarray, maxiter: int, tol: float) -> DevFit:
-        """The fit at POI = ``mu`` started on the profile's tangent at the free optimum ``theta_hat``."""
+                        hi: np.ndarray, fixed_poi: np.ndarray, maxiter: int, tol: float,
+                        par: int | None = None) -> DevFit:
+        """The fit at POI = ``mu`` started on the profile's tangent at the free optimum ``theta_hat``
+        (``par``: the index of another parameter held at ``mu`` instead, MINOS's case;
+        ``fixed_poi`` then holds that one)."""
 
     def asymptotic_fits(self, model: Any, init: np.ndarray, mu: float, data: np.ndarray, lo: np.ndarray,
                         hi: np.ndarray, fixed: np.ndarray, fixed_poi: np.ndarray, asimov_mu: float,
@@ -97,6 +117,7 @@ class CompiledFitter:
 
         self._core = numba_core
         self._fit_with_errors = numba_core.fit_with_errors  # bound once: a small fit costs ~8 us
+        self._newton_fit = numba_core.newton_fit  # a toy's fit: ~10 us on a small model
         self._no_factor = np.empty((0, 0))
 
     def __repr__(self) -> str:
@@ -109,9 +130,18 @@ class CompiledFitter:
     def fit_dev(self, model, start, data, lo, hi, fixed, maxiter, tol) -> DevFit:
         return DevFit._make(self._core.fit_dev(start, data, lo, hi, fixed, *model.packed, maxiter, tol))
 
-    def fit_conditional(self, model, theta_hat, mu, data, lo, hi, fixed_poi, maxiter, tol) -> DevFit:
+    def newton(self, model, start, data, lo, hi, fixed, maxiter, tol, precise=False) -> NewtonFit:
+        return _tuple_new(NewtonFit, self._newton_fit(start, data, lo, hi, fixed, model.arrays, model.aux_arrays,
+                                                      maxiter, tol, not precise))
+
+    def refits(self, model, theta_hat, cov, data, lo, hi, fixed, pars, values, maxiter, tol, chord_max) -> Refits:
+        return Refits._make(self._core.refit_batch(theta_hat, cov, data, lo, hi, fixed, model.arrays,
+                                                   model.aux_arrays, pars, values, maxiter, tol, chord_max))
+
+    def fit_conditional(self, model, theta_hat, mu, data, lo, hi, fixed_poi, maxiter, tol, par=None) -> DevFit:
         return DevFit._make(self._core.fit_dev_conditional(theta_hat, float(mu), data, lo, hi, fixed_poi,
-                                                           model.poi_index, *model.packed, maxiter, tol))
+                                                           model.poi_index if par is None else par, *model.packed,
+                                                           maxiter, tol))
 
     def asymptotic_fits(self, model, init, mu, data, lo, hi, fixed, fixed_poi, asimov_mu, maxiter,
                         tol) -> AsymptoticFits:
@@ -180,6 +210,12 @@ class FirstUseFitter:
 
     def fit_conditional(self, *args) -> DevFit:
         return self._call("fit_conditional", *args)
+
+    def newton(self, *args) -> NewtonFit:
+        return self._call("newton", *args)
+
+    def refits(self, *args) -> Refits:
+        return self._call("refits", *args)
 
     def asymptotic_fits(self, *args) -> AsymptoticFits:
         return self._call("asymptotic_fits", *args)

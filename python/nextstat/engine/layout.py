@@ -28,6 +28,7 @@ The offsets are named constants instead, which Numba folds like literals.
 from __future__ import annotations
 
 from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,6 +72,15 @@ def aux_arrays(aux_par, aux_kind, aux_sigma, aux_tau) -> tuple:
 
 ModelFields = namedtuple("ModelFields", A_FIELDS)
 """``A``'s fields by name, for Python code (kernels take the plain tuple)."""
+
+
+class ModelArrays(NamedTuple):
+    """A model's two array tuples under the names :class:`nextstat.model.Model` gives them: what
+    the compiled :class:`~nextstat.engine.fitter.Fitter` methods read of a model, for arrays that
+    are not a model's own (the torch session's fits of replaced histograms)."""
+
+    arrays: tuple
+    aux_arrays: tuple
 
 
 def named(A) -> ModelFields:

@@ -2,7 +2,7 @@
 
 The kernels live in :mod:`nextstat.engine.compiled`, one job per module, in this order of
 dependence: ``codes`` and ``externals`` (SciPy's BLAS/LAPACK/gammaln), ``rates``, ``likelihood``,
-``linalg``, ``hessian``, ``newton``, ``hesse``, ``profiled`` and ``calls`` (the entry points on packed
+``linalg``, ``hessian``, ``newton``, ``hesse``, ``profiled``, ``refit`` (the ranking's refits) and ``calls`` (the entry points on packed
 buffers); the model arrays' layout and packing are :mod:`nextstat.engine.layout`. This module
 gathers their names for the Python layers.
 
@@ -38,6 +38,8 @@ from nextstat.engine.compiled.hessian import (_exact_factor, _factor_inplace, _h
 from nextstat.engine.compiled.newton import (_final_status, _newton_ws, _workspace, newton_fit)
 from nextstat.engine.compiled.hesse import (_hesse_degenerate, hesse_cov)
 from nextstat.engine.compiled.profiled import (_conditional, profile_start)
+from nextstat.engine.compiled.rates import _rates_jac as rates_jacobian  # (nu (B,), d nu / d theta (B, P))
+from nextstat.engine.compiled.refit import refit_batch
 from nextstat.engine.layout import (flat_layout, model_arrays, pack, unpack, with_nominal)
 from nextstat.engine.compiled.calls import (asymptotic_fits, expected_data, fit_dev, fit_dev_conditional,
     fit_with_errors)

@@ -34,7 +34,7 @@ import torch
 from nextstat.engine.compiled.codes import (_SQRT2, _SQRT2PI, AUX_GAUSS, FIT_CONVERGED, FIT_LINESEARCH,
                                             FIT_MAXITER, FIT_NONFINITE, FIT_NONFINITE_RESULT)
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU
-from nextstat.engine.fit_outputs import AsymptoticFits, DevFit, FitOutput, errors_and_correlation
+from nextstat.engine.fit_outputs import AsymptoticFits, DevFit, FitOutput, NewtonFit, Refits, errors_and_correlation
 from nextstat.engine.torch_fit import batched_fit
 from nextstat.engine.torch_model import TorchModel
 
@@ -260,12 +260,43 @@ class TorchFitter:
         self._require_clean(status, theta, g, H, lo, hi, fixed)
         return DevFit(theta, nll, dev, status, n_iter, self._edm(g, H, Hgn, theta, lo, hi, fixed))
 
-    def profile_start(self, model, theta_hat, mu, data, lo, hi, fixed_poi) -> np.ndarray:
+    def newton(self, model, start, data, lo, hi, fixed, maxiter, tol, precise=False) -> NewtonFit:
+        """The batched fit of one problem (``precise`` has no effect: the batched fit has one
+        stopping rule, the EDM of its last step)."""
+        theta, nll, status, n_iter, tm, d = self._run(model, start, data, lo, hi, fixed, maxiter, tol)
+        if not math.isfinite(nll):
+            if self.strict:
+                raise NotClean("non-finite NLL")
+            return NewtonFit(theta, math.inf, np.full(theta.shape[0], np.nan), n_iter, status, math.inf)
+        _, g, H, Hgn = self._derivatives(tm, theta, d)
+        self._require_clean(status, theta, g, H, lo, hi, fixed)
+        return NewtonFit(theta, nll, g, n_iter, status, self._edm(g, H, Hgn, theta, lo, hi, fixed))
+
+    def refits(self, model, theta_hat, cov, data, lo, hi, fixed, pars, values, maxiter, tol, chord_max) -> Refits:
+        """The full Newton fit of each refit from the nominal fit's linear response (the compiled
+        engine first tries ``chord_max`` steps with the nominal Hessian; both end at the same EDM
+        criterion)."""
+        K, P = len(pars), theta_hat.shape[0]
+        theta, status = np.empty((K, P)), np.empty(K, dtype=np.int64)
+        n_iter, newton = np.zeros(K, dtype=np.int64), np.ones(K, dtype=bool)
+        for k, (i, v) in enumerate(zip(pars, values)):
+            start = np.array(theta_hat, dtype=np.float64)
+            if cov[i, i] > 0.0 and math.isfinite(cov[i, i]):
+                start = np.clip(theta_hat + cov[:, i] * ((v - theta_hat[i]) / cov[i, i]), lo, hi)
+                start[fixed] = theta_hat[fixed]
+            start[i] = v
+            fx = np.array(fixed, dtype=bool)
+            fx[i] = True
+            out = self.newton(model, start, data, lo, hi, fx, maxiter, tol)
+            theta[k], status[k], n_iter[k] = out.theta, out.status, out.n_iter
+        return Refits(theta, status, n_iter, newton)
+
+    def profile_start(self, model, theta_hat, mu, data, lo, hi, fixed_poi, par=None) -> np.ndarray:
         """``compiled.profiled.profile_start``: the nuisance parameters moved along the profile's
         tangent, ``theta - G_tt^-1 G_tm (mu - mu_hat)`` (Gauss-Newton matrix ``G`` at
         ``theta_hat``), clipped to the bounds, where its NLL is below that of ``theta_hat`` with
-        the POI set to ``mu``."""
-        poi = model.poi_index
+        the POI (or parameter ``par``) set to ``mu``."""
+        poi = model.poi_index if par is None else par
         plain = np.array(theta_hat, dtype=np.float64)
         plain[poi] = mu
         dmu = mu - theta_hat[poi]
@@ -288,8 +319,8 @@ class TorchFitter:
         both = tm.nll_dev(torch.as_tensor(np.stack([start, plain])), d)
         return start if float(both[0]) < float(both[1]) else plain
 
-    def fit_conditional(self, model, theta_hat, mu, data, lo, hi, fixed_poi, maxiter, tol) -> DevFit:
-        start = self.profile_start(model, theta_hat, float(mu), data, lo, hi, fixed_poi)
+    def fit_conditional(self, model, theta_hat, mu, data, lo, hi, fixed_poi, maxiter, tol, par=None) -> DevFit:
+        start = self.profile_start(model, theta_hat, float(mu), data, lo, hi, fixed_poi, par)
         return self.fit_dev(model, start, data, lo, hi, fixed_poi, maxiter, tol)
 
     def asymptotic_fits(self, model, init, mu, data, lo, hi, fixed, fixed_poi, asimov_mu, maxiter,

@@ -84,7 +84,8 @@ def warmup(parts: Sequence[str] = PARTS, *, progress: bool | None = None) -> lis
     import nextstat
     from nextstat import examples
 
-    model = nextstat.from_pyhf(examples.simple_workspace())
+    with _compiled_engine():  # building the model computes rates: not on the first-use engine either
+        model = nextstat.from_pyhf(examples.simple_workspace())
     steps = _steps(model)
     done = []
     bar = tqdm(list(parts), desc="compiling", unit="part", disable=not resolve(progress))

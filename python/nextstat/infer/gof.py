@@ -9,7 +9,7 @@ Poisson constraint), so ``2 (NLL_fit - NLL_saturated)`` is asymptotically chi2-d
 
 (cabinetry's count: normfactors and shapefactor bins that are not fixed). The p-value is the
 chi2 survival function at ``2 (NLL_fit - NLL_saturated)``. The difference is computed without
-cancellation: :func:`nextstat.engine.numba_core.nll_dev` is the NLL minus the saturated NLL, term
+cancellation: :meth:`Fitter.nll_dev <nextstat.engine.fitter.Fitter.nll_dev>` is the NLL minus the saturated NLL, term
 by term.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nextstat.engine import numba_core as core
+from nextstat.engine.fitter import resolve_fitter
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import fit
 from nextstat.model import Model, require_model
@@ -40,7 +40,7 @@ def degrees_of_freedom(model: Model, fixed: Any = None) -> int:
 def saturated_deviance(model: Model, pars: Any, data: Any = None) -> float:
     """``2 (NLL(pars) - NLL_saturated)`` on ``data`` (default observed), >= 0."""
     d = model.data if data is None else model._data(data)
-    return 2.0 * float(core.nll_dev(model._pars(pars), d, model.arrays, model.aux_arrays))
+    return 2.0 * resolve_fitter("compiled").nll_dev(model, model._pars(pars), d)
 
 
 def goodness_of_fit(model: Model, fit_result: FitResult | None = None, *, data: Any = None) -> float:

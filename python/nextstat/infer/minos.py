@@ -9,7 +9,7 @@ arXiv:1007.1727 sec. 3 for one parameter), with every other free parameter profi
 is found by bracketing the crossing of ``2 delta NLL = 1`` with conditional fits stepping out
 from the best fit (steps of the Hesse error, doubling), then by Brent's method
 (``scipy.optimize.brentq``) on the conditional fits; both loops are bounded. The NLL is
-differenced in its cancellation-free form (:func:`nextstat.engine.numba_core.nll_dev`). An end
+differenced in its cancellation-free form (:meth:`Fitter.nll_dev <nextstat.engine.fitter.Fitter.nll_dev>`). An end
 beyond the parameter's bound is reported at the bound and flagged (``lower_at_bound`` /
 ``upper_at_bound``), as Minuit's ``at_lower_limit`` / ``at_upper_limit``.
 """
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from nextstat._html import html_summary, html_table
-from nextstat.engine import numba_core as core
 from nextstat.errors import ConvergenceWarning
 from nextstat.engine.fitter import DevFit, resolve_fitter
 from nextstat.infer.fit import _bounds, better, fit, kink_fit, retry_starts
@@ -172,8 +171,8 @@ class _Profile:
         at ``start_from``; where it ends unconverged, the retries of :func:`fit` (plain starts,
         then the kink fit) and the best of them (:func:`better`)."""
         m, fitter = self.model, self.fitter
-        out = DevFit._make(core.fit_dev_conditional(start_from, x, self.data, self.lo, self.hi, self.fixed, self.i,
-                                                    *m.packed, self.maxiter, self.tol))
+        out = fitter.fit_conditional(m, start_from, x, self.data, self.lo, self.hi, self.fixed, self.maxiter,
+                                     self.tol, self.i)
         if out.converged:
             return out
         plain = start_from.copy()
@@ -353,7 +352,7 @@ def minos(model: Model, parameters: Sequence[str] | str | None = None, *, fit_re
     with tqdm(total=len(idx), desc="MINOS", disable=not progress, leave=False) as bar:
         for attempt in range(MAX_FREE_REFITS + 1):
             theta_hat = np.ascontiguousarray(np.clip(fit_result.bestfit, lo, hi), dtype=np.float64)
-            dev_min = float(core.nll_dev(theta_hat, d, model.arrays, model.aux_arrays))
+            dev_min = resolve_fitter("compiled").nll_dev(model, theta_hat, d)
             if not math.isfinite(dev_min):
                 raise ValueError("fit_result: the NLL is not finite at its best fit (a fit of other data?)")
             bar.reset()

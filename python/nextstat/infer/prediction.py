@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 
 from nextstat._html import html_summary, html_table, pdg_round
-from nextstat.engine import numba_core as core
-from nextstat.engine.layout import BLK_B0, BLK_NB, BLK_OFF, NOM, flat_layout
+from nextstat.engine.layout import BLK_B0, BLK_NB, BLK_OFF, NOM
 from nextstat.errors import ConvergenceWarning
 from nextstat.model import Model, require_model
 from nextstat.results import FitResult, _ToDict
@@ -304,17 +303,16 @@ def prefit_parameters(model: Model) -> tuple[np.ndarray, np.ndarray]:
 def _block_variations(model: Model, theta: np.ndarray, sigma: np.ndarray, idx: np.ndarray,
                       method: str) -> np.ndarray:
     """Symmetrised variations of every flat block bin, shape ``(len(idx), F)``."""
-    A = model.arrays
     if method == "jacobian":
-        _, jac = core._rates_jac(theta, flat_layout(A))
+        jac = model.rates_jacobian(theta, per_block=True)
         return (jac[:, idx] * sigma[idx]).T.copy()
-    out = np.empty((idx.size, A[NOM].shape[0]))
+    out = np.empty((idx.size, model.arrays[NOM].shape[0]))
     for a, i in enumerate(idx):
         up = theta.copy()
         up[i] += sigma[i]
         dn = theta.copy()
         dn[i] -= sigma[i]
-        out[a] = (core.expected_blocks(up, A) - core.expected_blocks(dn, A)) / 2.0
+        out[a] = (model.expected_blocks(up) - model.expected_blocks(dn)) / 2.0
     return out
 
 
@@ -401,7 +399,7 @@ def prediction(model: Model, fit_result: FitResult | None = None, *, data: Any =
     blk_s = np.array([s_of[s] for s in model.block_sample], dtype=np.int64)
     blk_c = np.array([c_of[c] for c in model.block_channel], dtype=np.int64)
 
-    nominal = core.expected_blocks(theta, A)
+    nominal = model.expected_blocks(theta)
     idx = np.flatnonzero(sigma != 0.0)
     v = _block_variations(model, theta, sigma, idx, method)
     K = idx.size

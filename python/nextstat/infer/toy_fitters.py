@@ -5,9 +5,9 @@ Every fitter maps (data [N, D], init [N, P], fixed [P]) to (theta [N, P], nll [N
 depend on the batch it is in, the thread count or the process it runs in.
 
 CPU fits
-    Each toy is one call of the compiled bounded Newton fit
-    (:func:`nextstat.engine.numba_core.newton_fit`, ``nogil``: the GIL is released while it
-    runs), by a pool of threads over contiguous slices of toys. With ``n_threads=None`` the
+    Each toy is one call of the compiled engine's bounded Newton fit
+    (:meth:`CompiledFitter.newton <nextstat.engine.fitter.Fitter.newton>`, ``nogil``: the GIL is
+    released while it runs), by a pool of threads over contiguous slices of toys. With ``n_threads=None`` the
     pool is used only when a fit takes more than a millisecond: below that, the GIL-held call
     overhead makes threads slower than one. While toys run, BLAS is held to one thread
     (``threadpoolctl``): OpenBLAS's own threads oversubscribe the cores and made fits up to
@@ -44,8 +44,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nextstat.engine.threads import single_threaded_blas, usable_cpus
-from nextstat.engine import numba_core as core
 from nextstat.engine.devices import resolve_device
+from nextstat.engine.fitter import FitStatus, resolve_fitter
 from nextstat.infer.fit import fit
 from nextstat.infer.toy_sampler import _n_toys
 from nextstat.model import Model
@@ -100,15 +100,16 @@ class _CpuFitter:
         status = np.empty(N, dtype=np.int64)
         n_iter = np.empty(N, dtype=np.int64)
         fixed = np.ascontiguousarray(fixed, dtype=np.bool_)
-        A, AUX, lo, hi, maxiter, tol = self.model.arrays, self.model.aux_arrays, self.lo, self.hi, self.maxiter, self.tol
+        model, lo, hi, maxiter, tol = self.model, self.lo, self.hi, self.maxiter, self.tol
+        newton = resolve_fitter("compiled").newton
 
         def run(start: int, stop: int) -> int:
             for i in range(start, stop):
-                th, f, _, it, st, _ = core.newton_fit(init[i], data[i], lo, hi, fixed, A, AUX, maxiter, tol, True)
-                theta[i] = th
-                nll[i] = f
-                status[i] = st
-                n_iter[i] = it
+                out = newton(model, init[i], data[i], lo, hi, fixed, maxiter, tol)
+                theta[i] = out.theta
+                nll[i] = out.nll
+                status[i] = out.status
+                n_iter[i] = out.n_iter
             return stop - start
 
         a = 0
@@ -131,7 +132,7 @@ class _CpuFitter:
             futures = [self._pool.submit(run, s, min(N, s + step)) for s in range(a, N, step)]
             for fut in as_completed(futures):
                 on_done(fut.result())
-        return theta, nll, status == core.FIT_CONVERGED, n_iter
+        return theta, nll, status == FitStatus.CONVERGED, n_iter
 
 
 def _refit_cpu(model: Model, row: np.ndarray, start: np.ndarray, lo: np.ndarray, hi: np.ndarray, fixed: np.ndarray,
@@ -139,11 +140,10 @@ def _refit_cpu(model: Model, row: np.ndarray, start: np.ndarray, lo: np.ndarray,
                n_iter: np.ndarray) -> None:
     """Refit toy ``i`` with the compiled CPU fit from ``start``; row ``i`` of the outputs is
     replaced when that converges (``n_iter`` adds its iterations)."""
-    th, f, _, it, st, _ = core.newton_fit(np.ascontiguousarray(start), row, lo, hi, fixed, model.arrays,
-                                          model.aux_arrays, maxiter, tol, True)
-    n_iter[i] += it
-    if st == core.FIT_CONVERGED:
-        theta[i], nll[i], converged[i] = th, f, True
+    out = resolve_fitter("compiled").newton(model, np.ascontiguousarray(start), row, lo, hi, fixed, maxiter, tol)
+    n_iter[i] += out.n_iter
+    if out.status == FitStatus.CONVERGED:
+        theta[i], nll[i], converged[i] = out.theta, out.nll, True
 
 
 class _TorchFitter:

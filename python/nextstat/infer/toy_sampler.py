@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nextstat.engine import numba_core as core
+from nextstat.engine.compiled.codes import AUX_GAUSS
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_SIGMA, AUX_TAU
 from nextstat.model import Model
 
@@ -59,7 +59,7 @@ class _ToySampler:
         kind = model.aux_arrays[AUX_KIND]
         sigma = model.aux_arrays[AUX_SIGMA]
         tau = model.aux_arrays[AUX_TAU]
-        gauss = kind == core.AUX_GAUSS
+        gauss = kind == AUX_GAUSS
         self.nb = model.n_bins
         self.width = model.n_bins + model.n_aux
         self.lam = lam

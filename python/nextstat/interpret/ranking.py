@@ -69,7 +69,7 @@ import numpy as np
 
 from nextstat._html import html_summary, html_table, pdg_round
 from nextstat.engine.threads import single_threaded_blas, usable_cpus
-from nextstat.engine import numba_core as core
+from nextstat.engine.compiled.codes import AUX_GAUSS
 from nextstat.engine.layout import AUX_KIND, AUX_PAR, AUX_TAU
 from nextstat.errors import ConvergenceWarning
 from nextstat.infer.fit import _bounds, _fixed_mask, fit
@@ -310,7 +310,7 @@ def rank_impact(
         aux_kind = model.aux_arrays[AUX_KIND]
         aux_tau = model.aux_arrays[AUX_TAU]
         aux = d[model.n_bins:]
-        theta0[aux_par] = np.where(aux_kind == core.AUX_GAUSS, aux, aux / aux_tau)
+        theta0[aux_par] = np.where(aux_kind == AUX_GAUSS, aux, aux / aux_tau)
     # a constraint that does not constrain (a Poisson constraint with tau = 0, as pyhf builds for
     # a shapesys on a yield whose square underflows) ranks as an unconstrained parameter
     constrained = model.constrained & np.isfinite(prior) & (prior > 0) & np.isfinite(theta0)

@@ -39,9 +39,7 @@ def _poi_range(model: Any, result: Any, lo_sigma: float, hi_sigma: float) -> tup
 def _postfit_uncertainty(model: Any, result: Any) -> np.ndarray:
     """Uncertainty of the total expected main-bin yields, ``sqrt(diag(J C J^T))`` (linear
     propagation of the fit's covariance ``C`` through the rates' Jacobian ``J``)."""
-    from nextstat.engine import numba_core as core
-
-    _, jac = core._rates_jac(np.ascontiguousarray(result.bestfit), model.arrays)
+    jac = model.rates_jacobian(result.bestfit)
     var = np.einsum("bi,ij,bj->b", jac, result.covariance, jac)
     return np.sqrt(np.clip(var, 0.0, None))
 

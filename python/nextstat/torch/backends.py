@@ -19,8 +19,9 @@ import warnings
 import numpy as np
 import torch
 
-from nextstat.engine import numba_core as core
 from nextstat.engine import overrides as ovr
+from nextstat.engine.fitter import FitStatus, resolve_fitter
+from nextstat.engine.layout import ModelArrays
 from nextstat.engine.statistic_rules import keeps
 from nextstat.engine.torch_fit import batched_fit
 from nextstat.torch.function import _observed_cls
@@ -49,7 +50,7 @@ def numba_statistic(session, samples, h, stat, mu_test):
     tf0, tc0 = session._warm.get(key) or (session._init, session._init)
     hn = h.numpy().reshape(-1)
     q, grad, tf, tc, sf, sc, _, _ = ovr.profiled_statistic(hn, *head, tf0, tc0, *tail)
-    if sf != core.FIT_CONVERGED or sc != core.FIT_CONVERGED:
+    if sf != FitStatus.CONVERGED or sc != FitStatus.CONVERGED:
         session._fit_problem(key, sf, sc)
     session._warm[key] = (tf, tc)
     return np.array([q]), grad.reshape(1, -1)
@@ -243,13 +244,13 @@ def numba_fit(session, start: np.ndarray, data: np.ndarray, fixed: np.ndarray, A
     """One compiled fit ``(theta [P], status)`` from ``start`` (a warm start: the previous
     histograms' optimum); where it ends non-finite (the new histograms' rates are <= 0 there, e.g.
     a histosys extrapolated far), once more from the suggested init (the fixed values kept)."""
-    m = session.model
-    args = (data, session._lo, session._hi, fixed, A2, m.aux_arrays, session.maxiter, session.tol, False)
-    th, _, _, _, st, _ = core.newton_fit(start, *args)
-    if st == core.FIT_NONFINITE and not np.array_equal(start, session._init):
-        cold = np.where(fixed, start, session._init)
-        th, _, _, _, st, _ = core.newton_fit(cold, *args)
-    return th, int(st)
+    newton = resolve_fitter("compiled").newton
+    args = (data, session._lo, session._hi, fixed, session.maxiter, session.tol, True)
+    arrays = ModelArrays(A2, session.model.aux_arrays)
+    out = newton(arrays, start, *args)
+    if out.status == FitStatus.NONFINITE and not np.array_equal(start, session._init):
+        out = newton(arrays, np.where(fixed, start, session._init), *args)
+    return out.theta, int(out.status)
 
 
 def _numba_fits(session, layout, x: np.ndarray, data_fn, starts, fixeds, key):
@@ -263,7 +264,7 @@ def _numba_fits(session, layout, x: np.ndarray, data_fn, starts, fixeds, key):
         th, st = numba_fit(session, start, data, fixed, A2)
         out.append(th)
         status.append(st)
-    if any(s != core.FIT_CONVERGED for s in status):
+    if any(s != FitStatus.CONVERGED for s in status):
         session._fit_problem(key, *status)
     return out
 
@@ -289,9 +290,10 @@ def template_statistic(session, layout, h, stat, mu_test, backend):
         tc0[poi] = mu_test
         th_a = theta_a.numpy()
         main_obs = m.main_data
+        compiled = resolve_fitter("compiled")
 
         def data_fn(A2):
-            mn = core.expected_main(th_a, A2) if expected else main_obs
+            mn = compiled.expected_main(ModelArrays(A2, m.aux_arrays), th_a) if expected else main_obs
             return np.concatenate((mn, m.aux_data))
 
         tf, tc = _numba_fits(session, layout, h[0].numpy(), data_fn, (tf0, tc0),

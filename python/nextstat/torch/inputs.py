@@ -158,7 +158,7 @@ def layout_overrides(tm, layout: InputLayout, index: dict, x: torch.Tensor) -> N
 
 
 def layout_arrays(model, rep: ovr.NominalReplacement, layout: InputLayout, x: np.ndarray) -> tuple:
-    """The model arrays (NumPy, for :func:`nextstat.engine.numba_core.newton_fit`) for one flat
+    """The model arrays (NumPy, for the compiled :meth:`Fitter.newton <nextstat.engine.fitter.Fitter.newton>`) for one flat
     input ``x`` ``[size]``: nominals replaced, deltas scaled or set from the templates."""
     A2 = ovr.replaced_arrays(model.arrays, rep.rep_flat, rep.hs_pos, rep.hs_rix, rep.unit_up, rep.unit_dn,
                              np.ascontiguousarray(x[:layout.n_nominal]))

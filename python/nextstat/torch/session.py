@@ -16,10 +16,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from nextstat.engine import numba_core as core
 from nextstat.engine import overrides as ovr
 from nextstat.engine.devices import resolve_device
-from nextstat.engine.fitter import compiled_ready
+from nextstat.engine.fitter import FitStatus, compiled_ready
 from nextstat.engine.torch_model import NominalOverrides, TorchModel
 from nextstat.torch import backends
 from nextstat.torch.inputs import InputLayout, build_layout, layout_overrides, parse_sample
@@ -209,7 +208,7 @@ class ProfiledSession:
     def _fit_problem(self, key, sf, sc):
         if sf == ovr.STATUS_NONFINITE_INPUT:
             raise ValueError("histogram: expected finite values, got NaN or inf")
-        if sf == core.FIT_NONFINITE or sc == core.FIT_NONFINITE:
+        if sf == FitStatus.NONFINITE or sc == FitStatus.NONFINITE:
             self._warm.pop(key, None)
             raise ValueError("histogram: the expected rate is <= 0 in a bin with data for these histograms; "
                              "the likelihood is undefined")
@@ -222,11 +221,11 @@ class ProfiledSession:
         status = [int(x) for x in status]
         if ovr.STATUS_NONFINITE_INPUT in status:
             raise ValueError("histogram: expected finite values, got NaN or inf")
-        if core.FIT_NONFINITE in status:
+        if FitStatus.NONFINITE in status:
             self._warm.pop(key, None)
             raise ValueError("histogram: the expected rate is <= 0 in a bin with data for these histograms; "
                              "the likelihood is undefined")
-        if any(x != core.FIT_CONVERGED for x in status):
+        if any(x != FitStatus.CONVERGED for x in status):
             names = ("free", "conditional", "asimov", "asimov free", "asimov conditional")
             warnings.warn("profiled fit did not converge (status " + ", ".join(f"{n}={x}" for n, x in zip(names, status))
                           + "); the statistic and its gradient are approximate", RuntimeWarning, stacklevel=5)

@@ -32,7 +32,7 @@ coincide and ``q0 = 0`` (with zero gradient). A model whose POI lower bound is n
 ``q0 = 0`` for ``mu_hat < 0`` as in eq. 12.
 
 **Gradient (envelope theorem).** The fits run without autograd: with NumPy/Numba
-(:func:`nextstat.engine.numba_core.newton_fit`) on the CPU, with the batched PyTorch Newton fit
+(:meth:`Fitter.newton <nextstat.engine.fitter.Fitter.newton>`) on the CPU, with the batched PyTorch Newton fit
 (:func:`nextstat.engine.torch_fit.batched_fit`) on a GPU or for batches. At both optima the NLL
 is stationary in the free parameters (parameters on a bound stay there), so
 ``dq0/dh = 2 [dNLL/dh (0, theta_hat_hat) - dNLL/dh (mu_hat, theta_hat)]`` at fixed parameters,

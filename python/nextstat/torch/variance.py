@@ -65,7 +65,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nextstat.engine import numba_core as core
+from nextstat.engine.fitter import FitStatus
 from nextstat.torch import backends
 from nextstat.torch.inputs import layout_arrays
 
@@ -97,8 +97,8 @@ def _fit(session, layout, h, data, key, backend):
         start = session._warm.get(key) or session._init
         A2 = layout_arrays(session.model, session._replacement(layout.samples), layout, h[0].numpy())
         th, st = backends.numba_fit(session, start, np.ascontiguousarray(data[0].numpy()), session._fixed, A2)
-        if st != core.FIT_CONVERGED:
-            session._fit_problem(key, int(st), core.FIT_CONVERGED)
+        if st != FitStatus.CONVERGED:
+            session._fit_problem(key, int(st), int(FitStatus.CONVERGED))
         session._warm[key] = th
         return torch.from_numpy(th).unsqueeze(0)
     init = session._warm.get(key, tm.init.expand(B, P))

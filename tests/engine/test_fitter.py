@@ -203,3 +203,45 @@ def test_first_use_runs_on_torch_while_compiling(tmp_path):
     model = _model("example")
     assert abs(out["nll"] - nextstat.fit(model, fitter="compiled").nll) < 1e-10
     assert abs(out["cls"] - nextstat.hypotest(model, 1.0, fitter="compiled").cls) < 1e-8
+
+
+@pytest.mark.parametrize("name", WELL_POSED[:3])
+def test_newton_refits_and_held_parameter_agree_across_engines(name, fitter):
+    """``Fitter.newton``, ``Fitter.refits`` (the ranking) and ``fit_conditional(par=)`` (MINOS):
+    every engine ends at the compiled engine's minima, and the refits at the minima of plain
+    Newton fits with the parameter held."""
+    model = _model(name)
+    ref = CompiledFitter()
+    nominal = nextstat.fit(model, fitter="compiled")
+    bounds = np.asarray(model.suggested_bounds(), dtype=np.float64)
+    d, lo, hi = model.data, np.ascontiguousarray(bounds[:, 0]), np.ascontiguousarray(bounds[:, 1])
+    fixed, P = np.asarray(nominal.fixed, dtype=bool), model.n_params
+    start = model.suggested_init()
+    a = ref.newton(model, start, d, lo, hi, fixed, 200, 1e-10)
+    b = fitter.newton(model, start, d, lo, hi, fixed, 200, 1e-10)
+    assert a.status == b.status == FitStatus.CONVERGED and a.gradient.shape == b.gradient.shape == (P,)
+    assert abs(b.nll - nominal.nll) < 1e-9 * max(1.0, abs(nominal.nll))
+    np.testing.assert_allclose(b.theta[~fixed], nominal.bestfit[~fixed], atol=1e-4 * nominal.errors.max())
+    # two nuisance parameters (not the POI), each held one Hesse error up
+    pars = np.array([i for i in range(P) if not fixed[i] and i != model.poi_index][:2], dtype=np.int64)
+    values = nominal.bestfit[pars] + nominal.errors[pars]
+    args = (np.ascontiguousarray(nominal.bestfit), np.ascontiguousarray(nominal.covariance), d, lo, hi, fixed,
+            pars, values, 200, 1e-10, 20)
+    ra, rb = ref.refits(model, *args), fitter.refits(model, *args)
+    assert np.all(ra.status == FitStatus.CONVERGED) and np.all(rb.status == FitStatus.CONVERGED)
+    for k, (i, v) in enumerate(zip(pars, values)):
+        fx = fixed.copy()
+        fx[i] = True
+        s = nominal.bestfit.copy()
+        s[i] = v
+        plain = ref.newton(model, s, d, lo, hi, fx, 200, 1e-10, True)
+        assert ra.theta[k, i] == rb.theta[k, i] == v
+        tol = 1e-4 * nominal.errors[model.poi_index]
+        assert abs(ra.theta[k, model.poi_index] - plain.theta[model.poi_index]) < tol
+        assert abs(rb.theta[k, model.poi_index] - plain.theta[model.poi_index]) < tol
+        # MINOS's conditional fit of parameter i (not the POI) at v
+        ca = ref.fit_conditional(model, nominal.bestfit, v, d, lo, hi, fx, 200, 1e-10, int(i))
+        cb = fitter.fit_conditional(model, nominal.bestfit, v, d, lo, hi, fx, 200, 1e-10, int(i))
+        assert ca.converged and cb.converged and ca.bestfit[i] == cb.bestfit[i] == v
+        assert abs(cb.nll - plain.nll) < 1e-8 * max(1.0, abs(plain.nll))
+        assert abs(ca.nll - plain.nll) < 1e-8 * max(1.0, abs(plain.nll))

@@ -250,27 +250,27 @@ class TorchFitter:
         return FitOutput(theta, nll, n_iter, status, edm, cov, err, corr, posdef, np.array(fixed, dtype=bool),
                          at_limit)
 
-    def fit_dev(self, model, start, data, lo, hi, fixed, maxiter, tol) -> DevFit:
+    def _fit_no_hesse(self, model, start, data, lo, hi, fixed, maxiter, tol):
+        """``(theta, nll, nll_dev, gradient, status, n_iter, edm)`` of one fit without Hesse (inf
+        and a NaN gradient where the NLL is not finite; ``NotClean`` as :meth:`_require_clean`)."""
         theta, nll, status, n_iter, tm, d = self._run(model, start, data, lo, hi, fixed, maxiter, tol)
         if not math.isfinite(nll):
             if self.strict:
                 raise NotClean("non-finite NLL")
-            return DevFit(theta, math.inf, math.inf, status, n_iter, math.inf)
+            return theta, math.inf, math.inf, np.full(theta.shape[0], np.nan), status, n_iter, math.inf
         dev, g, H, Hgn = self._derivatives(tm, theta, d)
         self._require_clean(status, theta, g, H, lo, hi, fixed)
-        return DevFit(theta, nll, dev, status, n_iter, self._edm(g, H, Hgn, theta, lo, hi, fixed))
+        return theta, nll, dev, g, status, n_iter, self._edm(g, H, Hgn, theta, lo, hi, fixed)
+
+    def fit_dev(self, model, start, data, lo, hi, fixed, maxiter, tol) -> DevFit:
+        theta, nll, dev, _, status, n_iter, edm = self._fit_no_hesse(model, start, data, lo, hi, fixed, maxiter, tol)
+        return DevFit(theta, nll, dev, status, n_iter, edm)
 
     def newton(self, model, start, data, lo, hi, fixed, maxiter, tol, precise=False) -> NewtonFit:
         """The batched fit of one problem (``precise`` has no effect: the batched fit has one
         stopping rule, the EDM of its last step)."""
-        theta, nll, status, n_iter, tm, d = self._run(model, start, data, lo, hi, fixed, maxiter, tol)
-        if not math.isfinite(nll):
-            if self.strict:
-                raise NotClean("non-finite NLL")
-            return NewtonFit(theta, math.inf, np.full(theta.shape[0], np.nan), n_iter, status, math.inf)
-        _, g, H, Hgn = self._derivatives(tm, theta, d)
-        self._require_clean(status, theta, g, H, lo, hi, fixed)
-        return NewtonFit(theta, nll, g, n_iter, status, self._edm(g, H, Hgn, theta, lo, hi, fixed))
+        theta, nll, _, g, status, n_iter, edm = self._fit_no_hesse(model, start, data, lo, hi, fixed, maxiter, tol)
+        return NewtonFit(theta, nll, g, n_iter, status, edm)
 
     def refits(self, model, theta_hat, cov, data, lo, hi, fixed, pars, values, maxiter, tol, chord_max) -> Refits:
         """The full Newton fit of each refit from the nominal fit's linear response (the compiled

@@ -215,6 +215,10 @@ def fit(model: Model, *, data: Any = None, init_pars: Any = None, fixed_params: 
     kink_note = ""
     if out.status != FIT_CONVERGED or not out.posdef:
         out, kink_note = _repaired(model, engine, out, d, init, fixed, lo, hi, maxiter, tol, hesse)
+    if out.status == FIT_CONVERGED and kink_parameters(model).size:
+        beyond = _beyond_kinks(model, engine, out, d, fixed, lo, hi, maxiter, tol, hesse)
+        if beyond is not None:
+            out, kink_note = beyond, ""
     theta, f, n_iter, status, edm, cov, err, corr, posdef, fixed, at_limit = out
     converged = status == FIT_CONVERGED
     message = STATUS_MESSAGES[status] + kink_note
@@ -259,6 +263,24 @@ def _repaired(model: Model, engine: Fitter, out: FitOutput, d: np.ndarray, init:
                             ~fixed & ((r.theta <= lo) | (r.theta >= hi)))
             kink_note = f"; at the interpolation kink of {', '.join(names)} (alpha = 0, one-sided optimum)"
     return out, kink_note
+
+
+def _beyond_kinks(model: Model, engine: Fitter, out: FitOutput, d: np.ndarray, fixed: np.ndarray,
+                  lo: np.ndarray, hi: np.ndarray, maxiter: int, tol: float, hesse: bool) -> FitOutput | None:
+    """The refit of a converged fit from the starts of :func:`other_side_starts` that ends
+    :func:`lower`, or None."""
+
+    def run_at(start: np.ndarray, fx: np.ndarray, blo: np.ndarray, bhi: np.ndarray) -> tuple:
+        r = engine.fit(model, start, d, blo, bhi, fx, maxiter, tol, False)
+        return r.theta, r.status, r
+
+    best = None
+    for start in other_side_starts(model, d, out.theta, fixed, lo, hi, run_at, engine):
+        alt = engine.fit(model, start, d, lo, hi, fixed, maxiter, tol, hesse)
+        ref = out if best is None else best
+        if lower(alt.status, alt.nll, ref.status, ref.nll):
+            best = alt
+    return best
 
 
 def _retried(model: Model, engine: Fitter, run: Any, out: FitOutput, d: np.ndarray, init: np.ndarray,
@@ -311,10 +333,77 @@ def _retried(model: Model, engine: Fitter, run: Any, out: FitOutput, d: np.ndarr
 
 def kink_parameters(model: Model) -> np.ndarray:
     """Indices of the parameters whose interpolation has a kink at 0: normsys code1 (hi^alpha
-    and lo^-alpha meet with different slopes) and histosys code0 (piecewise linear)."""
-    A = model.arrays
-    kinks = np.r_[A[SC_PAR][A[SC_KIND] == SC_CODE1], A[HS_PAR][A[HS_CODE] == HS_CODE0]]
-    return np.unique(kinks).astype(np.int64)
+    and lo^-alpha meet with different slopes) and histosys code0 (piecewise linear); computed
+    once per model."""
+    cached = model.__dict__.get("_kink_parameters")
+    if cached is None:
+        A = model.arrays
+        kinks = np.r_[A[SC_PAR][A[SC_KIND] == SC_CODE1], A[HS_PAR][A[HS_CODE] == HS_CODE0]]
+        cached = model.__dict__["_kink_parameters"] = np.unique(kinks).astype(np.int64)
+    return cached
+
+
+#: the step of the one-sided derivatives at an interpolation kink (:func:`concave_kinks`)
+KINK_STEP = 1e-6
+
+
+def concave_kinks(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
+                  hi: np.ndarray, fitter: Fitter) -> np.ndarray:
+    """The free parameters of :func:`kink_parameters`, off 0 and free on both sides of it, along
+    which the NLL (the others held at ``theta``) has a concave kink at 0: its one-sided slopes
+    there (steps of :data:`KINK_STEP`) fall across 0, d+ < d-, e.g. a code0 histosys whose up
+    and down templates both lower a bin. Along such a parameter the NLL can have a minimum on
+    each side of 0, and a fit ends in one of them by the side its first steps took."""
+    k = kink_parameters(model)
+    k = k[~fixed[k] & (lo[k] < 0.0) & (hi[k] > 0.0) & (theta[k] != 0.0)]
+    if k.size == 0:
+        return k
+    h = KINK_STEP
+    keep = np.zeros(k.size, dtype=bool)
+    t = theta.copy()
+    for j, i in enumerate(k):
+        t[i] = 0.0
+        f0 = fitter.nll_dev(model, t, data)
+        t[i] = h
+        fp = fitter.nll_dev(model, t, data)
+        t[i] = -h
+        fm = fitter.nll_dev(model, t, data)
+        t[i] = theta[i]
+        keep[j] = (fp - f0) < (f0 - fm) - 1e-9 * max(1.0, abs(f0))  # False where not finite
+    return k[keep]
+
+
+def other_side_starts(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray, lo: np.ndarray,
+                      hi: np.ndarray, run: Any, fitter: Fitter) -> list[np.ndarray]:
+    """Starts for refits of a converged fit at ``theta`` beyond a concave interpolation kink (the
+    one policy of fits and hypothesis tests for minima on the far side of a kink): the other
+    side may be lower than the one the fit took (a Newton fit's first steps and SciPy's
+    first-order steps can take different sides). For each parameter of :func:`concave_kinks`,
+    the fit with it restricted to the other side of 0, started at the mirrored value, gives a
+    start for a refit without the restriction, where it ended off the kink.
+    ``run(start, fixed, lo, hi)`` fits and returns ``(theta, status, output)``. At most one
+    restricted fit per kink parameter; none on a model without kink parameters."""
+    starts: list[np.ndarray] = []
+    for i in concave_kinks(model, theta, data, fixed, lo, hi, fitter):
+        blo, bhi = lo.copy(), hi.copy()
+        if theta[i] < 0.0:
+            blo[i] = 0.0
+        else:
+            bhi[i] = 0.0
+        s = theta.copy()
+        s[i] = min(max(-theta[i], blo[i]), bhi[i])
+        th, status, _ = run(np.ascontiguousarray(s), fixed, blo, bhi)
+        if status == FIT_CONVERGED and th[i] != 0.0:
+            starts.append(np.ascontiguousarray(th))
+    return starts
+
+
+def lower(a_status: int, a_nll: float, b_status: int, b_nll: float) -> bool:
+    """True where fit ``a`` is :func:`better` than fit ``b`` by more than rounding (1e-9
+    relative on the NLL): a refit that only reproduces ``b``'s minimum does not replace it."""
+    if a_status == FIT_CONVERGED and b_status == FIT_CONVERGED:
+        return bool(a_nll < b_nll - 1e-9 * max(1.0, abs(b_nll)))
+    return better(a_status, a_nll, b_status, b_nll)
 
 
 def kink_fit(model: Model, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray, lo: np.ndarray,

@@ -20,7 +20,8 @@ from scipy.special import log_ndtr, ndtr  # noqa: F401 - ndtr: the docstring exa
 from nextstat.engine.fitter import DEFAULT_MAXITER, DEFAULT_TOL, DevFit, Fitter, resolve_fitter
 from nextstat.infer import test_statistics as ts
 from nextstat.errors import ConvergenceWarning
-from nextstat.infer.fit import _bounds, _fixed_mask, better, kink_fit, retry_starts, stalled_start
+from nextstat.infer.fit import (_bounds, _fixed_mask, better, concave_kinks, kink_fit, kink_parameters, lower,
+                                other_side_starts, retry_starts, stalled_start)
 from nextstat.model import Model, require_model
 from nextstat.results import HypotestResult
 
@@ -171,16 +172,28 @@ class AsymptoticCalculator:
         """Free fit (``mu=None``) from ``init``, or conditional fit at POI = ``mu`` from the free
         optimum ``init``; a fit that does not converge is retried from the starts of
         :func:`nextstat.infer.fit.retry_starts` (bounded), one that converged on a stationary
-        point of :func:`nextstat.infer.fit.stalled_start` from that restart, and the best one
-        is kept."""
+        point of :func:`nextstat.infer.fit.stalled_start` from that restart and, beyond a concave
+        interpolation kink, from the starts of :func:`nextstat.infer.fit.other_side_starts`;
+        the best one is kept."""
         fit = self._fit_once(data, init, mu, True)
         fixed = self.fixed if mu is None else self._fixed_poi
+
+        def run(s: np.ndarray, fx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
+            f = self.fitter.fit_dev(self.model, s, data, lo, hi, fx, DEFAULT_MAXITER, DEFAULT_TOL)
+            return f.bestfit, f.status, f
+
         if fit.converged:
             restart = stalled_start(self.model, fit.bestfit, data, fixed, self._lo, self._hi, self.fitter)
             if restart is not None:
                 alt = self._fit_once(data, restart, mu, False)
                 if better(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
                     fit = alt
+            if kink_parameters(self.model).size:
+                for s in other_side_starts(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run,
+                                           self.fitter):
+                    alt = self._fit_once(data, s, mu, False)
+                    if lower(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
+                        fit = alt
             return fit
         start = init.copy()
         if mu is not None:
@@ -191,10 +204,6 @@ class AsymptoticCalculator:
                 fit = alt
             if fit.converged:
                 return fit
-
-        def run(s: np.ndarray, fx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
-            f = self.fitter.fit_dev(self.model, s, data, lo, hi, fx, DEFAULT_MAXITER, DEFAULT_TOL)
-            return f.bestfit, f.status, f
 
         kinked = kink_fit(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run, self.fitter)
         if kinked is not None and better(kinked[1], kinked[2].nll_dev, fit.status, fit.nll_dev):
@@ -271,6 +280,11 @@ class AsymptoticCalculator:
                 if stats[k, 5] >= 2 and stalled_start(model, fits[k].bestfit, asimov if k > 2 else self.data, fx,
                                                       self._lo, self._hi, self.fitter) is not None:
                     return False  # a fit stopped on a stationary point it cannot leave: refitted one by one
+        if kink_parameters(model).size:
+            for k, fx in enumerate((self.fixed, self._fixed_poi, self._fixed_poi, self.fixed, self._fixed_poi)):
+                if concave_kinks(model, fits[k].bestfit, asimov if k > 2 else self.data, fx, self._lo, self._hi,
+                                 self.fitter).size:
+                    return False  # a lower minimum may lie beyond a kink: refitted one by one
         poi = model.poi_index
         self._obs = _Fits.of(fits[0], poi)
         self._generating = fits[2]

@@ -194,16 +194,38 @@ def test_underflowing_tail_probabilities_stay_finite(prefix, mu):
 def test_18_cls_from_log_tails_matches_the_asymptotic_formula():
     """1e15 background, 2 signal, 95 observed: q_obs = 2 (2 - 95 ln(1 + 2e-15)) ~ 4 exactly, the
     Asimov q_A ~ 0, CLsb and CLb underflow (t ~ 3e7); CLs from the log tails is
-    Phi(-(t + sqrt(qA))) / Phi(-t) by the Mills ratio, and the expected band is 1."""
-    from scipy.special import log_ndtr
-
+    Phi(-(t + sqrt(qA))) / Phi(-t) by the Mills ratio (~ exp(-q_obs / 2)), exact to 1e-9 against
+    80-digit arithmetic (the difference of SciPy's two log_ndtr, each ~ -t^2/2 ~ -5e14, is 6%
+    off there), and the expected band is 1."""
+    mpmath = pytest.importorskip("mpmath")
     h, caught = quiet(nextstat.hypotest, case_model("18"), 1.0)
     assert_hypotest_contract(h, caught)
     assert h.q_obs == pytest.approx(4.0, rel=1e-9)
     sqa = math.sqrt(h.q_asimov)
     t = (h.q_obs - h.q_asimov) / (2 * sqa)
-    assert h.cls == pytest.approx(math.exp(log_ndtr(-(t + sqa)) - log_ndtr(-t)), rel=1e-9)
+    assert t > 1e7
+    with mpmath.workdps(80):
+        T, S = mpmath.mpf(t), mpmath.mpf(sqa)
+        exact = float(mpmath.ncdf(-(T + S)) / mpmath.ncdf(-T))
+    assert h.cls == pytest.approx(exact, rel=1e-9)
+    assert h.cls == pytest.approx(math.exp(-h.q_obs / 2), rel=1e-6)
     np.testing.assert_allclose(h.cls_expected, 1.0, atol=1e-6)
+
+
+def test_log_tail_ratio_is_exact_far_in_the_tails():
+    """log(CLsb / CLb) = log Phi(-(t + s)) - log Phi(-t) against 80-digit arithmetic for t from
+    the series' switch (30) to 1e10: error below 1e-13 (absolute in the logarithm, i.e. relative
+    in CLs), where the plain difference of the two logarithms loses ~t^2 eps."""
+    mpmath = pytest.importorskip("mpmath")
+    from nextstat.infer.hypotest import _log_phi, _log_tail_ratio
+
+    with mpmath.workdps(80):
+        for t in (30.0001, 31.0, 37.0, 40.0, 100.0, 1e3, 1e5, 3e7, 1e10):
+            for s in (1e-8, 0.01, 0.5, 1.0, 3.0, 10.0):
+                T, S = mpmath.mpf(t), mpmath.mpf(s)
+                exact = float(mpmath.log(mpmath.ncdf(-(T + S))) - mpmath.log(mpmath.ncdf(-T)))
+                got = _log_tail_ratio(_log_phi(-(t + s)), _log_phi(-t), t, s)
+                assert abs(got - exact) <= 1e-13 * max(1.0, abs(exact)), (t, s, got, exact)
 
 
 def test_asymptotic_pvalues_far_tail():

@@ -212,6 +212,59 @@ def test_18_cls_from_log_tails_matches_the_asymptotic_formula():
     np.testing.assert_allclose(h.cls_expected, 1.0, atol=1e-6)
 
 
+def test_18_observed_cls_loss_equals_the_hypotest_far_in_the_tails():
+    """The differentiable observed CLs (``nextstat.torch.profiled_cls_loss``) of case 18, where
+    CLb underflows (t ~ 3e7): the hypotest's CLs (~exp(-2)) with a finite gradient (it divided
+    Phi(-(t + a)) by Phi(-t) = 0, and the NaN was refused as an overflow)."""
+    torch = pytest.importorskip("torch")
+    from nextstat.torch import ProfiledSession, profiled_cls_loss
+
+    m = case_model("18")
+    ref, caught = quiet(nextstat.hypotest, m, 1.0)
+    session = ProfiledSession(m, device="cpu", data="observed")
+    sig = next(smp for smp in load_case("18")["workspace"]["channels"][0]["samples"]
+               if any(mod["type"] == "normfactor" and mod["name"] == m.poi_name for mod in smp["modifiers"]))
+    h = torch.tensor(sig["data"], dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nextstat.ConvergenceWarning)
+        cls = profiled_cls_loss(h, session, 1.0)
+    cls.backward()
+    assert cls.item() == pytest.approx(ref.cls, rel=1e-9) and bool(torch.isfinite(h.grad).all())
+
+
+def test_observed_cls_parts_are_exact_far_in_the_tails():
+    """The torch layer's observed CLs and its partial derivatives in q and q_A (NumPy and torch)
+    against 80-digit arithmetic where t = (q - q_A) / (2 sqrt(q_A)) runs from below the series'
+    switch (30) to 1e6 (0 where CLs underflows): relative 1e-12 on CLs, 1e-10 on dCLs/dq, 1e-7
+    on dCLs/dq_A (its two terms, each ~ q / q_A times the other, cancel: 2e-8 seen at t = 1e3).
+    Torch's ndtr is 0 below -8.3, so the torch path gave 0 / 0 = NaN from t ~ 8 on."""
+    mpmath = pytest.importorskip("mpmath")
+    torch = pytest.importorskip("torch")
+    from nextstat.torch.function import _observed_cls
+
+    def exact(q, qa):
+        s, a = mpmath.sqrt(q), mpmath.sqrt(qa)
+        t = s - a if s <= a else (q - qa) / (2 * a)
+        return mpmath.ncdf(-(t + a)) / mpmath.ncdf(-t)
+
+    with mpmath.workdps(80):
+        for qa in (0.25, 1.0, 4.0):
+            for t in (5.0, 20.0, 29.9, 30.1, 40.0, 1e3, 1e6):
+                q = qa + 2.0 * t * math.sqrt(qa)
+                Q, QA = mpmath.mpf(q), mpmath.mpf(qa)
+                want = [float(exact(Q, QA)), float(mpmath.diff(lambda x: exact(x, QA), Q)),
+                        float(mpmath.diff(lambda x: exact(Q, x), QA))]
+                for got in (_observed_cls(np.array([q]), np.array([qa]), 1e-12),
+                            _observed_cls(torch.tensor([q], dtype=torch.float64),
+                                          torch.tensor([qa], dtype=torch.float64), 1e-12)):
+                    got = [float(g[0]) for g in got]
+                    if want[0] == 0.0:
+                        assert got[0] == 0.0
+                        continue
+                    for g, w, rtol in zip(got, want, (1e-12, 1e-10, 1e-7)):
+                        assert g == pytest.approx(w, rel=rtol), (q, qa, got, want)
+
+
 def test_log_tail_ratio_is_exact_far_in_the_tails():
     """log(CLsb / CLb) = log Phi(-(t + s)) - log Phi(-t) against 80-digit arithmetic for t from
     the series' switch (30) to 1e10: error below 1e-13 (absolute in the logarithm, i.e. relative

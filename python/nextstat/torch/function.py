@@ -38,9 +38,26 @@ class _Transform:
         if self.kind == "z":
             return self.sign * z, self.sign * dz
         # asymptotic CLs with q_obs = q_A (expected data): CLs = Phi(-z) / Phi(0)
-        phi = (ndtr if xp is np else torch.special.ndtr)(-z)
+        # torch's ndtr is 0 below -8.3 (1 + erf cancels): Phi from its logarithm there
+        phi = ndtr(-z) if xp is np else torch.exp(torch.special.log_ndtr(-z))
         dens = _INV_SQRT2PI * xp.exp(-0.5 * q)
         return self.sign * 2.0 * phi, self.sign * (-2.0 * dens * dz)
+
+
+#: above this t, :func:`_observed_cls` takes both tails from their asymptotic series
+_TAIL_SERIES_T = 30.0
+
+
+def _log_mills_sum(x, xp):
+    """log sum_k (-1)^k (2k-1)!! / x^(2k) elementwise (Mills' ratio: Phi(-x) = phi(x) / x * sum;
+    Abramowitz & Stegun 26.2.12), for x >= 30 (terms below 1e-17 of the sum by k = 8)."""
+    inv = 1.0 / (x * x)
+    term = xp.ones_like(x)
+    correction = xp.zeros_like(x)
+    for k in range(1, 10):
+        term = term * (-(2 * k - 1)) * inv
+        correction = correction + term
+    return xp.log1p(correction)
 
 
 def _observed_cls(q, qa, eps: float):
@@ -51,31 +68,49 @@ def _observed_cls(q, qa, eps: float):
     arXiv:1007.1727 eqs. 65-66): with ``s = sqrt(q)``, ``a = sqrt(qa)``, ``t = s - a`` if
     ``s <= a`` or ``a = 0``, else ``t = (q - qa) / (2 a)``; ``CLsb = Phi(-(t + a))``,
     ``CLb = Phi(-t)``, ``CLs = CLsb / CLb``. Derivatives from
-    ``d ln Phi(-x) / dx = -phi(x) / Phi(-x)`` (via ``log_ndtr``, finite in the tails), with
+    ``d ln Phi(-x) / dx = -phi(x) / Phi(-x)`` (via ``log_ndtr``, finite in the tails; beyond
+    t = 30, where CLb underflows, CLs and these ratios come from the tails' asymptotic series), with
     ``ds/dq = 1 / (2 sqrt(q + eps))`` and ``da/dqa = 1 / (2 sqrt(qa + eps))`` in the first branch
     (finite at ``q = 0``; the second branch has ``a > 0``). The function is C^1 across the branches.
     """
     if isinstance(q, np.ndarray):
-        xp, phi_c, log_phi_c = np, ndtr, log_ndtr
+        xp, log_phi_c = np, log_ndtr
 
         def where(c, x, y):
             return np.where(c, x, y)
     else:
-        xp, phi_c, log_phi_c = torch, torch.special.ndtr, torch.special.log_ndtr
+        xp, log_phi_c = torch, torch.special.log_ndtr
 
         def where(c, x, y):
             if not isinstance(x, torch.Tensor):
                 x = torch.full_like(y, x)
             return torch.where(c, x, y)
+    # NumPy: overflow far beyond any tail (q ~ 1e300) gives inf / NaN derivatives, which the
+    # session refuses (_require_finite_result), without warnings on the way
+    with np.errstate(all="ignore"):
+        return _observed_cls_parts(q, qa, eps, xp, log_phi_c, where)
+
+
+def _observed_cls_parts(q, qa, eps, xp, log_phi_c, where):
+    """The body of :func:`_observed_cls` on the array module ``xp``."""
     s, a = xp.sqrt(q), xp.sqrt(qa)
     low = (s <= a) | (a == 0)
     a1 = where(low, xp.ones_like(a), a)
     t = where(low, s - a, (s * s - a * a) / (2.0 * a1))
-    x1 = t + a
-    cls = phi_c(-x1) / phi_c(-t)
-    # -d ln Phi(-x)/dx = phi(x) / Phi(-x)
-    m1 = xp.exp(-0.5 * x1 * x1 - _LOG_SQRT2PI - log_phi_c(-x1))
-    m2 = xp.exp(-0.5 * t * t - _LOG_SQRT2PI - log_phi_c(-t))
+    # beyond t = 30 (CLb underflows past 37.5) both tails from their asymptotic series, as
+    # nextstat.infer.hypotest._log_tail_ratio; each branch on values valid for it
+    tail = t > _TAIL_SERIES_T
+    tt = where(tail, t, xp.full_like(t, _TAIL_SERIES_T))
+    xt = tt + a
+    lt, lx = _log_mills_sum(tt, xp), _log_mills_sum(xt, xp)
+    tp = where(tail, xp.zeros_like(t), t)
+    x1 = tp + a
+    # (logarithms below 30 too: torch's ndtr is 0 below -8.3, ndtr(-x1) / ndtr(-t) was 0 / 0)
+    cls = xp.exp(where(tail, -0.5 * a * (2.0 * tt + a) - xp.log1p(a / tt) + lx - lt,
+                       log_phi_c(-x1) - log_phi_c(-tp)))
+    # -d ln Phi(-x)/dx = phi(x) / Phi(-x); x / sum(x) from the series in the tail
+    m1 = where(tail, xt * xp.exp(-lx), xp.exp(-0.5 * x1 * x1 - _LOG_SQRT2PI - log_phi_c(-x1)))
+    m2 = where(tail, tt * xp.exp(-lt), xp.exp(-0.5 * tp * tp - _LOG_SQRT2PI - log_phi_c(-tp)))
     ds = 0.5 / xp.sqrt(q + eps)
     da = 0.5 / xp.sqrt(qa + eps)
     inv = 0.5 / a1

@@ -78,16 +78,17 @@ def asymptotic_pvalues(sqrt_q: float, sqrt_qA: float, test_stat: str) -> tuple[f
 _TAIL_SERIES_T = 30.0
 
 
-def _log_mills_sum(x: float) -> float:
+def _log_mills_sum(x, log1p=math.log1p):
     """log sum_k (-1)^k (2k-1)!! / x^(2k), the asymptotic series of Mills' ratio
     (Phi(-x) = phi(x) / x * sum, Abramowitz & Stegun 26.2.12) for x >= 30, where its terms fall
-    below 1e-17 of the sum by k = 8."""
+    below 1e-17 of the sum by k = 8; ``x`` a float, or an array / tensor with its module's
+    ``log1p`` (the torch layer's observed CLs)."""
     inv = 1.0 / (x * x)
     term, correction = 1.0, 0.0
     for k in range(1, 10):
-        term *= -(2 * k - 1) * inv
-        correction += term
-    return math.log1p(correction)
+        term = term * (-(2 * k - 1)) * inv
+        correction = correction + term
+    return log1p(correction)
 
 
 def _log_tail_ratio(log_clsb: float, log_clb: float, t: float, s: float) -> float:

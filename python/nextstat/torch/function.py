@@ -17,6 +17,8 @@ import torch
 from scipy.special import log_ndtr, ndtr
 from torch.autograd.function import once_differentiable
 
+from nextstat.infer.hypotest import _TAIL_SERIES_T, _log_mills_sum
+
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_SQRT2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -42,22 +44,6 @@ class _Transform:
         phi = ndtr(-z) if xp is np else torch.exp(torch.special.log_ndtr(-z))
         dens = _INV_SQRT2PI * xp.exp(-0.5 * q)
         return self.sign * 2.0 * phi, self.sign * (-2.0 * dens * dz)
-
-
-#: above this t, :func:`_observed_cls` takes both tails from their asymptotic series
-_TAIL_SERIES_T = 30.0
-
-
-def _log_mills_sum(x, xp):
-    """log sum_k (-1)^k (2k-1)!! / x^(2k) elementwise (Mills' ratio: Phi(-x) = phi(x) / x * sum;
-    Abramowitz & Stegun 26.2.12), for x >= 30 (terms below 1e-17 of the sum by k = 8)."""
-    inv = 1.0 / (x * x)
-    term = xp.ones_like(x)
-    correction = xp.zeros_like(x)
-    for k in range(1, 10):
-        term = term * (-(2 * k - 1)) * inv
-        correction = correction + term
-    return xp.log1p(correction)
 
 
 def _observed_cls(q, qa, eps: float):
@@ -102,7 +88,7 @@ def _observed_cls_parts(q, qa, eps, xp, log_phi_c, where):
     tail = t > _TAIL_SERIES_T
     tt = where(tail, t, xp.full_like(t, _TAIL_SERIES_T))
     xt = tt + a
-    lt, lx = _log_mills_sum(tt, xp), _log_mills_sum(xt, xp)
+    lt, lx = _log_mills_sum(tt, xp.log1p), _log_mills_sum(xt, xp.log1p)
     tp = where(tail, xp.zeros_like(t), t)
     x1 = tp + a
     # (logarithms below 30 too: torch's ndtr is 0 below -8.3, ndtr(-x1) / ndtr(-t) was 0 / 0)

@@ -20,8 +20,8 @@ from scipy.special import log_ndtr, ndtr  # noqa: F401 - ndtr: the docstring exa
 from nextstat.engine.fitter import DEFAULT_MAXITER, DEFAULT_TOL, DevFit, Fitter, resolve_fitter
 from nextstat.infer import test_statistics as ts
 from nextstat.errors import ConvergenceWarning
-from nextstat.infer.fit import (_bounds, _fixed_mask, better, concave_kinks, kink_fit, kink_parameters, lower,
-                                other_side_starts, retry_starts, stalled_start)
+from nextstat.infer.fit import (_bounds, _fixed_mask, better, kink_fit, kink_parameters, lower, other_side_starts,
+                                retry_starts, stalled_start)
 from nextstat.model import Model, require_model
 from nextstat.results import HypotestResult
 
@@ -188,6 +188,21 @@ class AsymptoticCalculator:
         return self.fitter.fit_dev(self.model, start, data, self._lo, self._hi, self._fixed_poi, DEFAULT_MAXITER,
                                    DEFAULT_TOL)
 
+    def _runner(self, data: np.ndarray) -> Any:
+        """``run(start, fixed, lo, hi) -> (theta, status, fit)`` on ``data``, for the retry policy's
+        restricted fits (:func:`nextstat.infer.fit.kink_fit`, :func:`~nextstat.infer.fit.other_side_starts`)."""
+
+        def run(s: np.ndarray, fx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
+            f = self.fitter.fit_dev(self.model, s, data, lo, hi, fx, DEFAULT_MAXITER, DEFAULT_TOL)
+            return f.bestfit, f.status, f
+
+        return run
+
+    def _beyond_kinks(self, data: np.ndarray, theta: np.ndarray, fixed: np.ndarray) -> list[np.ndarray]:
+        """:func:`nextstat.infer.fit.other_side_starts` of a converged fit at ``theta``."""
+        return other_side_starts(self.model, data, theta, fixed, self._lo, self._hi, self._runner(data),
+                                 self.fitter)
+
     def _fit(self, data: np.ndarray, init: np.ndarray, mu: float | None) -> _Fit:
         """Free fit (``mu=None``) from ``init``, or conditional fit at POI = ``mu`` from the free
         optimum ``init``; a fit that does not converge is retried from the starts of
@@ -197,11 +212,6 @@ class AsymptoticCalculator:
         the best one is kept."""
         fit = self._fit_once(data, init, mu, True)
         fixed = self.fixed if mu is None else self._fixed_poi
-
-        def run(s: np.ndarray, fx: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple:
-            f = self.fitter.fit_dev(self.model, s, data, lo, hi, fx, DEFAULT_MAXITER, DEFAULT_TOL)
-            return f.bestfit, f.status, f
-
         if fit.converged:
             restart = stalled_start(self.model, fit.bestfit, data, fixed, self._lo, self._hi, self.fitter)
             if restart is not None:
@@ -209,8 +219,7 @@ class AsymptoticCalculator:
                 if better(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
                     fit = alt
             if kink_parameters(self.model).size:
-                for s in other_side_starts(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run,
-                                           self.fitter):
+                for s in self._beyond_kinks(data, fit.bestfit, fixed):
                     alt = self._fit_once(data, s, mu, False)
                     if lower(alt.status, alt.nll_dev, fit.status, fit.nll_dev):
                         fit = alt
@@ -225,7 +234,7 @@ class AsymptoticCalculator:
             if fit.converged:
                 return fit
 
-        kinked = kink_fit(self.model, data, fit.bestfit, fixed, self._lo, self._hi, run, self.fitter)
+        kinked = kink_fit(self.model, data, fit.bestfit, fixed, self._lo, self._hi, self._runner(data), self.fitter)
         if kinked is not None and better(kinked[1], kinked[2].nll_dev, fit.status, fit.nll_dev):
             fit = kinked[2]
         return fit
@@ -302,9 +311,8 @@ class AsymptoticCalculator:
                     return False  # a fit stopped on a stationary point it cannot leave: refitted one by one
         if kink_parameters(model).size:
             for k, fx in enumerate((self.fixed, self._fixed_poi, self._fixed_poi, self.fixed, self._fixed_poi)):
-                if concave_kinks(model, fits[k].bestfit, asimov if k > 2 else self.data, fx, self._lo, self._hi,
-                                 self.fitter).size:
-                    return False  # a lower minimum may lie beyond a kink: refitted one by one
+                if self._beyond_kinks(asimov if k > 2 else self.data, fits[k].bestfit, fx):
+                    return False  # a lower minimum lies beyond a kink: refitted one by one
         poi = model.poi_index
         self._obs = _Fits.of(fits[0], poi)
         self._generating = fits[2]

@@ -358,13 +358,13 @@ def concave_kinks(model: Model, theta: np.ndarray, data: np.ndarray, fixed: np.n
     there (steps of :data:`KINK_STEP`) fall across 0, d+ < d-, e.g. a code0 histosys whose up
     and down templates both lower a bin. Along such a parameter the NLL can have a minimum on
     each side of 0, and a fit ends in one of them by the side its first steps took. Of more
-    than :data:`MAX_KINK_PROBES` candidates, the nearest to 0 are checked."""
+    than :data:`MAX_KINK_PROBES` candidates, the nearest to 0 are checked; the result is in
+    that order, nearest first."""
     k = kink_parameters(model)
     k = k[~fixed[k] & (lo[k] < 0.0) & (hi[k] > 0.0) & (theta[k] != 0.0)]
     if k.size == 0:
         return k
-    if k.size > MAX_KINK_PROBES:
-        k = np.sort(k[np.argsort(np.abs(theta[k]), kind="stable")[:MAX_KINK_PROBES]])
+    k = k[np.argsort(np.abs(theta[k]), kind="stable")[:MAX_KINK_PROBES]]
     h = KINK_STEP
     keep = np.zeros(k.size, dtype=bool)
     t = theta.copy()
@@ -403,7 +403,7 @@ def other_side_starts(model: Model, data: np.ndarray, theta: np.ndarray, fixed: 
     if k.size == 0:
         return starts
     f0 = fitter.nll_dev(model, theta, data)
-    for i in k[np.argsort(np.abs(theta[k]), kind="stable")][:MAX_KINK_REFITS]:
+    for i in k[:MAX_KINK_REFITS]:
         blo, bhi = lo.copy(), hi.copy()
         if theta[i] < 0.0:
             blo[i] = 0.0

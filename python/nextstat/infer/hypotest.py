@@ -91,6 +91,13 @@ def _log_mills_sum(x, log1p=math.log1p):
     return log1p(correction)
 
 
+def _series_log_ratio(t, s, log_sum_t, log_sum_ts, log1p=math.log1p):
+    """log Phi(-(t + s)) - log Phi(-t) for t > 30 from the tails' series, given the
+    :func:`_log_mills_sum` at t and at t + s: -s (2t + s)/2 - log(1 + s/t) + their difference
+    (floats, or arrays / tensors with their module's ``log1p``)."""
+    return -0.5 * s * (2.0 * t + s) - log1p(s / t) + log_sum_ts - log_sum_t
+
+
 def _log_tail_ratio(log_clsb: float, log_clb: float, t: float, s: float) -> float:
     """log(CLsb / CLb) = log Phi(-(t + s)) - log Phi(-t). For t > 30 from the tails' series,
     log Phi(-x) = -x^2/2 - log x - log(2 pi)/2 + log(sum) (:func:`_log_mills_sum`), so that
@@ -102,8 +109,7 @@ def _log_tail_ratio(log_clsb: float, log_clb: float, t: float, s: float) -> floa
     if not math.isfinite(t):
         return -math.inf
     if t > _TAIL_SERIES_T:
-        return (-0.5 * s * (2.0 * t + s) - math.log1p(s / t)
-                + _log_mills_sum(t + s) - _log_mills_sum(t))
+        return _series_log_ratio(t, s, _log_mills_sum(t), _log_mills_sum(t + s))
     return log_clsb - log_clb
 
 

@@ -17,7 +17,7 @@ import torch
 from scipy.special import log_ndtr, ndtr
 from torch.autograd.function import once_differentiable
 
-from nextstat.infer.hypotest import _TAIL_SERIES_T, _log_mills_sum
+from nextstat.infer.hypotest import _TAIL_SERIES_T, _log_mills_sum, _series_log_ratio
 
 _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_SQRT2PI = 0.5 * math.log(2.0 * math.pi)
@@ -92,8 +92,7 @@ def _observed_cls_parts(q, qa, eps, xp, log_phi_c, where):
     tp = where(tail, xp.zeros_like(t), t)
     x1 = tp + a
     # (logarithms below 30 too: torch's ndtr is 0 below -8.3, ndtr(-x1) / ndtr(-t) was 0 / 0)
-    cls = xp.exp(where(tail, -0.5 * a * (2.0 * tt + a) - xp.log1p(a / tt) + lx - lt,
-                       log_phi_c(-x1) - log_phi_c(-tp)))
+    cls = xp.exp(where(tail, _series_log_ratio(tt, a, lt, lx, xp.log1p), log_phi_c(-x1) - log_phi_c(-tp)))
     # -d ln Phi(-x)/dx = phi(x) / Phi(-x); x / sum(x) from the series in the tail
     m1 = where(tail, xt * xp.exp(-lx), xp.exp(-0.5 * x1 * x1 - _LOG_SQRT2PI - log_phi_c(-x1)))
     m2 = where(tail, tt * xp.exp(-lt), xp.exp(-0.5 * tp * tp - _LOG_SQRT2PI - log_phi_c(-tp)))
